@@ -1,0 +1,265 @@
+"""XSAM and the SAM family as one optimizer.
+
+Revisiting Sharpness-Aware Minimization: A More Faithful and Effective Implementation
+(Chen & Zhou, ICLR 2026, arXiv 2603.10048); the adaptive ascent is ASAM (Kwon et al. 2021,
+arXiv 2102.11600). Norms and dot products are global, over every parameter with a gradient.
+
+One step on a batch, with weights w0 = theta_0:
+
+    theta_{i+1} = theta_i + (rho / k) * e_i,      e_i = g_i / (||g_i|| + eps),  i < k
+                  (ASAM: e_i = T^2 g_i / (||T g_i|| + eps),  T = |theta_i| + eta)
+    scale = ||g_k||,   v0 = (theta_k - w0) / (||theta_k - w0|| + eps),   v1 = g_k / (||g_k|| + eps)
+    t = arccos(clamp(<v0, v1>, -1, 1))
+    d(alpha) = sin((1 - alpha) t) / sin t * v0 + sin(alpha t) / sin t * v1   ((v0 + v1) / 2 if sin t < 1e-8)
+    grad <- scale * d(alpha);   w <- w0 (copied back);   base optimizer step
+
+Dynamic alpha: every ``search_every`` steps (from step 0), alpha becomes the grid value
+0, delta, ..., alpha_max with the largest batch loss at w0 + rho_max * d(alpha) (first on ties).
+
+Reductions, each proved by a test:
+    steps=0, rho=0          the base optimizer alone (SGD)
+    steps=1, alpha=1        SAM: the update gradient is g_1
+    steps=k, alpha=1        multi-step SAM: the update gradient is g_k
+    steps=1, alpha=0        "SGD+": direction g_0 / ||g_0||, length ||g_1||
+    adaptive=True, alpha=1  ASAM
+"""
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.optim import Optimizer
+
+from xsam.optim.kernels import all_finite, global_dot, global_norm
+
+Closure = Callable[..., Tensor]
+SIN_T_MIN = 1e-8  # below this, v0 and v1 are (anti)parallel and the arc is undefined
+
+
+class XSAM(Optimizer):
+    """The SAM family over any torch base optimizer; see the module docstring for the maths.
+
+    ``base`` builds the base optimizer from param groups, e.g.
+    ``functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-3)``.
+    ``self.param_groups`` *is* the base's, so LR schedulers attach to this object.
+    ``step(closure)`` calls ``closure()`` for each gradient pass (gradients are set to None
+    before it) and ``closure(backward=False)`` under ``no_grad`` for alpha-search passes.
+    A step whose loss or gradients are not finite is skipped: the weights are copied back to
+    w0 and the base optimizer does not step (``diagnostics["finite"]`` is False).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        base: Callable[..., Optimizer],
+        *,
+        rho: float = 0.15,
+        steps: int = 1,
+        alpha: float = 1.0,
+        search_every: int | None = None,
+        rho_max: float = 0.3,
+        alpha_max: float = 2.0,
+        alpha_delta: float = 0.1,
+        adaptive: bool = False,
+        eta: float = 0.01,
+        eps: float = 1e-12,
+    ) -> None:
+        _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps)
+        super().__init__(params, {})
+        self.base = base(self.param_groups)
+        self.param_groups = self.base.param_groups
+        self.rho, self.steps, self.eps = float(rho), int(steps), float(eps)
+        self.adaptive, self.eta = bool(adaptive), float(eta)
+        self.search_every, self.rho_max = search_every, float(rho_max)
+        self.alpha_grid = torch.from_numpy(np.arange(0.0, alpha_max + 1e-5, alpha_delta))
+        self.alpha = torch.tensor(float(alpha), dtype=torch.float64)
+        self.step_count = self.forward_passes = self.backward_passes = 0
+        self.skipped_steps = torch.zeros((), dtype=torch.int64)
+        self.diagnostics: dict[str, Tensor] = {}
+        self._w0: dict[Tensor, Tensor] = {}  # the one parameter copy this optimizer keeps
+
+    @torch.no_grad()
+    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+        """One training step on the closure's batch; returns the loss at w0."""
+        if closure is None:
+            raise ValueError("XSAM.step needs a closure: closure(backward=True) -> scalar loss")
+        loss_0 = self._gradient_pass(closure)
+        params, g_0 = self._params_with_grad()
+        grad_norm_0 = global_norm(g_0)
+        self.diagnostics = {"loss_0": loss_0, "grad_norm_0": grad_norm_0}
+        if self.steps == 0:
+            self._base_step(all_finite(loss_0, grad_norm_0))
+        else:
+            self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0)
+        self.step_count += 1
+        return loss_0
+
+    def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> None:
+        w0 = self._w0_buffers(params)
+        torch._foreach_copy_(w0, params)
+        g_i = g_0
+        for i in range(self.steps):
+            if i > 0:
+                self._gradient_pass(closure)
+                g_i = [p.grad for p in params]
+            self._ascend(params, g_i, self.rho / self.steps)
+        loss_k = self._gradient_pass(closure)
+        g_k = [p.grad for p in params]
+        torch._foreach_sub_(params, w0)  # params now hold theta_k - w0 (v0 before normalising)
+        plane = self._plane(params, g_k)
+        if self._is_search_step():
+            self.alpha = self._search_alpha(closure, params, w0, g_k, plane)
+        self.alpha = alpha = self.alpha.to(plane["t"])  # moved once, then stays on the device
+        c0, c1 = _arc_coefficients(alpha, plane["t"])
+        scale = plane["grad_norm_k"]
+        torch._foreach_mul_(g_k, scale * c1 / (plane["grad_norm_k"] + self.eps))
+        torch._foreach_mul_(params, scale * c0 / (plane["delta_norm"] + self.eps))
+        torch._foreach_add_(g_k, params)  # g_k <- scale * d(alpha)
+        torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
+        finite = all_finite(loss_0, grad_norm_0, plane["grad_norm_k"], plane["cos_t"])
+        self._base_step(finite)
+        self.diagnostics.update(
+            loss_k=loss_k.detach(), grad_norm_k=plane["grad_norm_k"], angle=plane["t"],
+            alpha=alpha, finite=finite,
+        )
+
+    def _ascend(self, params: list[Tensor], g: list[Tensor], step_size: float) -> None:
+        """theta += step_size * e(g); the gradient tensors are consumed (scaled in place)."""
+        if self.adaptive:
+            t_op = torch._foreach_abs(params)
+            torch._foreach_add_(t_op, self.eta)  # T = |theta| + eta
+            torch._foreach_mul_(g, t_op)  # T g
+            norm = global_norm(g)
+            torch._foreach_mul_(g, t_op)  # T^2 g
+        else:
+            norm = global_norm(g)
+        torch._foreach_mul_(g, step_size / (norm + self.eps))
+        torch._foreach_add_(params, g)
+
+    def _plane(self, delta: list[Tensor], g_k: list[Tensor]) -> dict[str, Tensor]:
+        """Norms of theta_k - w0 and g_k, and the angle t between v0 and v1."""
+        delta_norm, grad_norm_k = global_norm(delta), global_norm(g_k)
+        cos_t = global_dot(delta, g_k) / ((delta_norm + self.eps) * (grad_norm_k + self.eps))
+        t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
+        return {"delta_norm": delta_norm, "grad_norm_k": grad_norm_k, "cos_t": cos_t, "t": t}
+
+    def _is_search_step(self) -> bool:
+        return self.search_every is not None and self.step_count % self.search_every == 0
+
+    def _search_alpha(self, closure, params, w0, g_k, plane) -> Tensor:
+        """The grid alpha with the largest loss at w0 + rho_max * d(alpha); no host sync."""
+        delta = torch._foreach_sub(params, w0)  # search steps only: a transient copy
+        grid = self.alpha_grid.to(plane["t"])
+        losses = []
+        for alpha in grid:
+            c0, c1 = _arc_coefficients(alpha, plane["t"])
+            torch._foreach_copy_(params, delta)
+            torch._foreach_mul_(params, self.rho_max * c0 / (plane["delta_norm"] + self.eps))
+            v1_part = torch._foreach_mul(g_k, self.rho_max * c1 / (plane["grad_norm_k"] + self.eps))
+            torch._foreach_add_(params, v1_part)
+            torch._foreach_add_(params, w0)
+            losses.append(closure(backward=False).detach().to(grid.dtype))
+            self.forward_passes += 1
+        losses = _mean_over_ranks(torch.stack(losses))
+        torch._foreach_copy_(params, delta)  # back to theta_k - w0 for the update
+        self.diagnostics.update(search_alphas=grid, search_losses=losses)
+        # NaN never wins, as in the authors' strict ">" comparison; argmax keeps the first tie
+        return grid[torch.nan_to_num(losses, nan=-torch.inf).argmax()]
+
+    def _gradient_pass(self, closure: Closure) -> Tensor:
+        self.zero_grad(set_to_none=True)
+        with torch.enable_grad():
+            loss = closure()
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise ValueError(f"closure must return a scalar loss tensor, got {shape}")
+        self.forward_passes += 1
+        self.backward_passes += 1
+        return loss.detach()
+
+    def _params_with_grad(self) -> tuple[list[Tensor], list[Tensor]]:
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not params:
+            raise ValueError("closure(backward=True) left no parameter with a gradient")
+        return params, [p.grad for p in params]
+
+    def _w0_buffers(self, params: list[Tensor]) -> list[Tensor]:
+        for p in params:
+            if p not in self._w0:
+                self._w0[p] = torch.empty_like(p, memory_format=torch.preserve_format)
+        return [self._w0[p] for p in params]
+
+    def _base_step(self, finite: Tensor) -> None:
+        """The base step, skipped on non-finite values (on the device where it can)."""
+        self.skipped_steps = self.skipped_steps.to(finite.device)
+        self.skipped_steps += (~finite).long()
+        if getattr(self.base, "_step_supports_amp_scaling", False):  # fused: no host sync
+            self.base.found_inf = (~finite).float()
+            try:
+                self.base.step()
+            finally:
+                del self.base.found_inf
+        elif finite:  # one host sync, for base optimizers that cannot skip on the device
+            self.base.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base.state_dict(),
+            "alpha": self.alpha.detach().cpu(),
+            "step_count": self.step_count,
+            "forward_passes": self.forward_passes,
+            "backward_passes": self.backward_passes,
+            "skipped_steps": self.skipped_steps.cpu(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict["base"])
+        self.alpha = state_dict["alpha"].clone()
+        self.step_count = int(state_dict["step_count"])
+        self.forward_passes = int(state_dict["forward_passes"])
+        self.backward_passes = int(state_dict["backward_passes"])
+        self.skipped_steps = state_dict["skipped_steps"].clone()
+
+
+def _arc_coefficients(alpha: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """(c0, c1) with d(alpha) = c0 v0 + c1 v1 on the arc from v0 (alpha=0) through v1."""
+    sin_t = torch.sin(t)
+    degenerate = sin_t < SIN_T_MIN
+    half = torch.full_like(t, 0.5)
+    c0 = torch.where(degenerate, half, torch.sin((1 - alpha) * t) / sin_t)
+    c1 = torch.where(degenerate, half, torch.sin(alpha * t) / sin_t)
+    return c0, c1
+
+
+def _mean_over_ranks(losses: Tensor) -> Tensor:
+    """Average search losses across data-parallel ranks, so every rank picks the same alpha."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(losses, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        losses = losses / dist.get_world_size()
+    return losses
+
+
+def _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps) -> None:
+    """One clear error per bad setting, naming it."""
+    if rho < 0:
+        raise ValueError(f"rho must be >= 0, got {rho}")
+    if not isinstance(steps, int) or steps < 0 or (steps == 0 and rho != 0):
+        raise ValueError(
+            f"steps must be an integer >= 1 for ascent methods (rho > 0), got steps={steps!r}; "
+            "steps=0 with rho=0 is the base optimizer alone"
+        )
+    if search_every is not None and (not isinstance(search_every, int) or search_every < 1):
+        raise ValueError(f"search_every must be None or an integer >= 1, got {search_every!r}")
+    if rho_max <= 0:
+        raise ValueError(f"rho_max must be > 0, got {rho_max}")
+    if alpha_max < 0:
+        raise ValueError(f"alpha_max must be >= 0, got {alpha_max}")
+    if alpha_delta <= 0:
+        raise ValueError(f"alpha_delta must be > 0, got {alpha_delta}")
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
