@@ -15,7 +15,8 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
 
 def global_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
     """<concat(a), concat(b)>, without materialising a product buffer."""
-    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b)]).sum()
+    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
+    return torch.stack(dots).sum()
 
 
 def all_finite(*scalars: Tensor) -> Tensor:

@@ -10,7 +10,8 @@ One step on a batch, with weights w0 = theta_0:
                   (ASAM: e_i = T^2 g_i / (||T g_i|| + eps),  T = |theta_i| + eta)
     scale = ||g_k||,   v0 = (theta_k - w0) / (||theta_k - w0|| + eps),   v1 = g_k / (||g_k|| + eps)
     t = arccos(clamp(<v0, v1>, -1, 1))
-    d(alpha) = sin((1 - alpha) t) / sin t * v0 + sin(alpha t) / sin t * v1   ((v0 + v1) / 2 if sin t < 1e-8)
+    d(alpha) = sin((1 - alpha) t) / sin t * v0 + sin(alpha t) / sin t * v1
+               (= (v0 + v1) / 2 where sin t < 1e-8)
     grad <- scale * d(alpha);   w <- w0 (copied back);   base optimizer step
 
 Dynamic alpha: every ``search_every`` steps (from step 0), alpha becomes the grid value
@@ -122,8 +123,11 @@ class XSAM(Optimizer):
         finite = all_finite(loss_0, grad_norm_0, plane["grad_norm_k"], plane["cos_t"])
         self._base_step(finite)
         self.diagnostics.update(
-            loss_k=loss_k.detach(), grad_norm_k=plane["grad_norm_k"], angle=plane["t"],
-            alpha=alpha, finite=finite,
+            loss_k=loss_k.detach(),
+            grad_norm_k=plane["grad_norm_k"],
+            angle=plane["t"],
+            alpha=alpha,
+            finite=finite,
         )
 
     def _ascend(self, params: list[Tensor], g: list[Tensor], step_size: float) -> None:
