@@ -84,11 +84,12 @@ class Experiment:
         return list(seen)
 
     def variant(self, smoke: bool) -> Experiment:
-        """The smoke variant: its own group, ``smoke`` overrides on top of ``fixed``."""
+        """The smoke variant: its own name and group (``<name>_smoke``), so its runs and
+        results never mix with the real ones, and ``smoke`` overrides on top of ``fixed``."""
         if not smoke:
             return self
-        return replace(self, group=f"{self.group}_smoke", fixed={**self.fixed, **self.smoke},
-                       smoke={})
+        return replace(self, name=f"{self.name}_smoke", group=f"{self.group}_smoke",
+                       fixed={**self.fixed, **self.smoke}, smoke={})
 
     def overrides(self) -> list[list[str]]:
         """One Hydra override list per run: cells x seeds."""
@@ -183,7 +184,7 @@ def _parse(raw: Any, path: Path) -> Experiment:
     if not isinstance(error, bool):
         raise fail("error", "expected true or false")
     exp = Experiment(
-        name=raw["name"], description=raw["description"].strip(), group=raw["group"],
+        name=raw["name"], description=" ".join(raw["description"].split()), group=raw["group"],
         seeds=tuple(seeds), grids=grids, rows=rows, columns=columns, metric=raw["metric"],
         fixed=fixed, smoke=smoke, error=error, path=path,
         paired=_parse_paired(raw.get("paired"), grids, fail),

@@ -1,0 +1,73 @@
+"""Build a paper table from finished runs: results/<table>.csv, .md and .tex.
+
+    python scripts/aggregate.py table1                       # runs/table1/*
+    python scripts/aggregate.py table1 --wandb ENTITY/PROJECT  # plus W&B group table1
+    python scripts/aggregate.py table1 --smoke                # runs/table1_smoke/*
+
+Cells whose runs come from different code versions (git commit, or a dirty tree) are refused,
+shown without a number and listed, unless --allow-mixed-commits; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from xsam.experiments import load_experiment
+from xsam.tables.collect import collect
+from xsam.tables.documents import write_outputs
+from xsam.tables.render import Provenance
+from xsam.tables.table import build_table
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("table", help="a name in experiments/ (table1) or a path to a YAML")
+    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read this W&B project")
+    parser.add_argument("--smoke", action="store_true", help="the smoke variant's runs")
+    parser.add_argument("--allow-mixed-commits", action="store_true",
+                        help="report cells whose runs come from different code versions")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    return parser.parse_args(argv)
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that rebuilds the files (without --out, which does not change them)."""
+    parts = ["python scripts/aggregate.py", args.table]
+    if args.runs_dir != "runs":
+        parts += ["--runs-dir", args.runs_dir]
+    if args.wandb:
+        parts += ["--wandb", args.wandb]
+    parts += ["--smoke"] * args.smoke + ["--allow-mixed-commits"] * args.allow_mixed_commits
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    exp = load_experiment(args.table).variant(args.smoke)
+    records, sources = collect(exp.group, Path(args.runs_dir), args.wandb)
+    table = build_table(exp, records, allow_mixed=args.allow_mixed_commits)
+    definition = exp.path.resolve()
+    try:
+        definition = definition.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    provenance = Provenance(command_line(args), definition.as_posix(), sources)
+    for path in write_outputs(table, provenance, Path(args.out)):
+        print(f"wrote {path}")
+    cells = table.cells.values()
+    print(f"{len(table.used_runs())} runs in {sum(bool(c.runs) for c in cells)} of "
+          f"{len(table.cells)} cells; {len(table.unfinished)} unfinished, "
+          f"{len(table.duplicates)} duplicates, {len(table.ignored)} ignored")
+    refused = [c.key for c in cells if c.refused]
+    if refused:
+        print(f"refused {len(refused)} cells mixing code versions: {', '.join(refused)} "
+              "(rerun them at one commit, or pass --allow-mixed-commits)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""Read runs into one record type, from run directories or from W&B.
+
+Run directory format: ``docs/INTERFACES.md``. A W&B run carries the same facts: ``run.config``
+is the resolved config plus ``choices`` and ``git``; ``run.summary`` holds the last logged
+metrics. The W&B reader is a thin adapter over :func:`record_from_wandb`; it needs the
+network, so tests exercise the conversion with a stand-in run object instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One training run, finished or not."""
+
+    run_id: str
+    source: str                    # "runs/<group>/<dir>" or "wandb:<entity>/<project>/<id>"
+    finished: bool
+    choices: dict[str, Any]        # Hydra group choices: dataset, model, optimizer, ...
+    config: dict[str, Any]         # the resolved config
+    seed: int | None
+    commit: str                    # "" when unknown
+    dirty: bool
+    started: str                   # sortable timestamp; the newest duplicate wins
+    final: dict[str, Any] = field(default_factory=dict)   # last epoch's metrics
+    curve: tuple[dict[str, Any], ...] = ()                # one dict per epoch
+
+    @property
+    def version(self) -> str:
+        """The code version: commit, marked when the tree had uncommitted changes."""
+        return (self.commit[:12] or "unknown") + ("+dirty" if self.dirty else "")
+
+    def value(self, key: str) -> Any:
+        """A config value by Hydra key: a group choice, else a dotted path into the config."""
+        if key in self.choices:
+            return self.choices[key]
+        node: Any = self.config
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(key)
+            node = node[part]
+        return node
+
+
+def read_run_dir(path: Path, source: str, with_curve: bool = False) -> RunRecord:
+    """A run directory; without ``summary.json`` it is unfinished (running or crashed)."""
+    meta = _read_json(path / "meta.json") or {}
+    summary = _read_json(path / "summary.json")
+    config_file = path / "config.yaml"
+    config = (yaml.safe_load(config_file.read_text()) if config_file.is_file() else None) or {}
+    info = summary or meta
+    git = info.get("git") or {}
+    seed = info.get("seed", config.get("seed"))
+    return RunRecord(
+        run_id=str(info.get("run_id") or meta.get("run_id") or path.name),
+        source=source,
+        finished=bool(summary) and summary.get("status") == "finished",
+        choices=dict(info.get("choices") or meta.get("choices") or {}),
+        config=config,
+        seed=int(seed) if seed is not None else None,
+        commit=str(git.get("commit") or ""),
+        dirty=bool(git.get("dirty", False)),
+        started=str(meta.get("started") or ""),
+        final=dict((summary or {}).get("final") or {}),
+        curve=tuple(_read_jsonl(path / "metrics.jsonl")) if with_curve else (),
+    )
+
+
+def collect_run_dirs(runs_dir: Path, group: str, with_curves: bool = False) -> list[RunRecord]:
+    """Every run directory under ``runs_dir/group``, in name order."""
+    root = Path(runs_dir) / group
+    if not root.is_dir():
+        return []
+    return [read_run_dir(d, f"{Path(runs_dir).as_posix()}/{group}/{d.name}", with_curves)
+            for d in sorted(root.iterdir())
+            if d.is_dir() and ((d / "meta.json").is_file() or (d / "config.yaml").is_file())]
+
+
+def record_from_wandb(run: Any, path: str, metric_keys: tuple[str, ...] = ()) -> RunRecord:
+    """Convert a ``wandb.apis.public.Run`` (anything with ``.id``, ``.state``, ``.config``,
+    ``.summary``, ``.history``); ``metric_keys`` non-empty also reads the per-epoch curve."""
+    config = dict(run.config)
+    choices = dict(config.pop("choices", None) or {})
+    git = dict(config.pop("git", None) or {})
+    summary = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
+    final = summary["final"] if isinstance(summary.get("final"), dict) else summary
+    curve: tuple[dict[str, Any], ...] = ()
+    if metric_keys:
+        rows = run.history(keys=["epoch", *metric_keys], samples=100_000, pandas=False)
+        curve = tuple(dict(row) for row in rows)
+    seed = config.get("seed")
+    return RunRecord(
+        run_id=str(run.id), source=f"wandb:{path}/{run.id}",
+        finished=run.state == "finished", choices=choices, config=config,
+        seed=int(seed) if seed is not None else None,
+        commit=str(git.get("commit") or ""), dirty=bool(git.get("dirty", False)),
+        started=str(getattr(run, "created_at", "") or ""),
+        final={k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))},
+        curve=curve,
+    )
+
+
+def collect_wandb(path: str, group: str, metric_keys: tuple[str, ...] = (),
+                  api_factory: Callable[[], Any] | None = None) -> list[RunRecord]:
+    """Runs of W&B group ``group`` in ``path`` = ``entity/project`` (needs the network)."""
+    if api_factory is None:
+        import wandb
+
+        api_factory = wandb.Api
+    runs = api_factory().runs(path, filters={"group": group})
+    return [record_from_wandb(run, path, metric_keys) for run in runs]
+
+
+def merge_sources(*sources: list[RunRecord]) -> list[RunRecord]:
+    """All records, the first source winning when a run id appears in several."""
+    merged: dict[str, RunRecord] = {}
+    for records in sources:
+        for record in records:
+            merged.setdefault(record.run_id, record)
+    return list(merged.values())
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    # a killed run can leave a half-written last line: keep the complete ones
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def collect(group: str, runs_dir: Path | None, wandb_path: str | None,
+            metric_keys: tuple[str, ...] = ()) -> tuple[list[RunRecord], tuple[str, ...]]:
+    """Runs of ``group`` from a run root and/or W&B, and a description of each source.
+
+    ``metric_keys`` non-empty also reads per-epoch curves (``metrics.jsonl``, W&B history).
+    """
+    sources, found = [], []
+    if runs_dir is not None:
+        records = collect_run_dirs(runs_dir, group, with_curves=bool(metric_keys))
+        found.append(records)
+        sources.append(f"{len(records)} run directories in `{Path(runs_dir).as_posix()}/{group}/`")
+    if wandb_path is not None:
+        records = collect_wandb(wandb_path, group, metric_keys)
+        found.append(records)
+        sources.append(f"{len(records)} W&B runs in `{wandb_path}`, group `{group}`")
+    return merge_sources(*found), tuple(sources)

@@ -1,0 +1,118 @@
+"""From run records to table cells: match, deduplicate, refuse mixed code versions.
+
+A run belongs to a cell when its axis values (Hydra choices, else the resolved config) are the
+cell's values, its fixed values are the definition's, and its seed is one of the definition's
+seeds. A cell's number is the final-epoch metric, mean ± sample std (ddof=1) over its seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from xsam.experiments import Experiment, cell_key, same_value
+from xsam.tables.collect import RunRecord
+
+
+@dataclass
+class Cell:
+    """One table cell: the runs kept for it (one per seed) and their metric values."""
+
+    values: tuple[Any, ...]
+    runs: dict[int, RunRecord] = field(default_factory=dict)   # seed -> newest finished run
+    refused: bool = False            # runs from different code versions, not allowed
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.values)
+
+    @property
+    def versions(self) -> list[str]:
+        return sorted({run.version for run in self.runs.values()})
+
+
+@dataclass
+class Table:
+    """Everything the renderers need; lists are in definition order."""
+
+    experiment: Experiment
+    cells: dict[tuple[Any, ...], Cell]
+    allow_mixed: bool
+    duplicates: list[tuple[tuple[Any, ...], RunRecord, RunRecord]]   # (cell, superseded, kept)
+    unfinished: list[RunRecord]
+    ignored: list[tuple[RunRecord, str]]            # (run, why it is in no cell)
+
+    def metric(self, run: RunRecord, error: bool = False) -> float:
+        acc = float(run.final[self.experiment.metric])
+        return 100.0 - acc if error else acc
+
+    def stats(self, cell: Cell, error: bool = False) -> tuple[float, float, int] | None:
+        """(mean, std, n) of a cell, std = nan for n = 1; None when missing or refused."""
+        if cell.refused or not cell.runs:
+            return None
+        values = [self.metric(run, error) for _, run in sorted(cell.runs.items())]
+        std = statistics.stdev(values) if len(values) > 1 else math.nan
+        return statistics.fmean(values), std, len(values)
+
+    def missing_seeds(self, cell: Cell) -> list[int]:
+        return [seed for seed in self.experiment.seeds if seed not in cell.runs]
+
+    def used_runs(self) -> list[RunRecord]:
+        return [run for cell in self.cells.values() if not cell.refused
+                for _, run in sorted(cell.runs.items())]
+
+
+def build_table(exp: Experiment, records: list[RunRecord], allow_mixed: bool = False) -> Table:
+    """Place every record in its cell, keep the newest finished run per seed."""
+    table = Table(exp, {values: Cell(values) for values in exp.cells()}, allow_mixed,
+                  duplicates=[], unfinished=[], ignored=[])
+    for run in sorted(records, key=lambda r: (r.started, r.run_id)):
+        values, why = locate(exp, run)
+        if why:
+            table.ignored.append((run, why))
+        elif not run.finished:
+            table.unfinished.append(run)
+        elif exp.metric not in run.final:
+            table.ignored.append((run, f"no '{exp.metric}' in its final metrics"))
+        else:
+            cell = table.cells[values]
+            if run.seed in cell.runs:   # sorted oldest first: the newer run replaces it
+                table.duplicates.append((values, cell.runs[run.seed], run))
+            cell.runs[run.seed] = run
+    for cell in table.cells.values():
+        cell.refused = len(cell.versions) > 1 and not allow_mixed
+    order = {values: i for i, values in enumerate(table.cells)}
+    table.duplicates.sort(key=lambda d: (order[d[0]], d[2].seed))
+    return table
+
+
+def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str]:
+    """The run's cell values, or None and the reason it belongs to no cell of ``exp``."""
+    for key, expected in exp.fixed.items():
+        try:
+            actual = run.value(key)
+        except KeyError:
+            return None, f"no '{key}' in its config"
+        if not same_value(actual, expected):
+            return None, f"{key}={actual}, the table fixes {expected}"
+    values = []
+    for key in exp.axes:
+        try:
+            actual = run.value(key)
+        except KeyError:
+            return None, f"no '{key}' in its config"
+        match = [v for v in _axis_values(exp, key) if same_value(actual, v)]
+        if not match:
+            return None, f"{key}={actual} is not in the table"
+        values.append(match[0])
+    if tuple(values) not in exp.cells():
+        return None, f"{cell_key(tuple(values))} is not a cell of the table"
+    if run.seed not in exp.seeds:
+        return None, f"seed {run.seed} is not one of {list(exp.seeds)}"
+    return tuple(values), ""
+
+
+def _axis_values(exp: Experiment, key: str) -> list[Any]:
+    return [v for grid in exp.grids for v in grid[key]]
