@@ -154,8 +154,11 @@ class XSAM(Optimizer):
         return self.search_every is not None and self.step_count % self.search_every == 0
 
     def _search_alpha(self, closure, params, w0, g_k, plane) -> Tensor:
-        """The grid alpha with the largest loss at w0 + rho_max * d(alpha); no host sync."""
-        delta = torch._foreach_sub(params, w0)  # search steps only: a transient copy
+        """The grid alpha with the largest loss at w0 + rho_max * d(alpha); no host sync.
+
+        On entry and on return ``params`` hold theta_k - w0.
+        """
+        delta = [p.clone() for p in params]  # theta_k - w0; search steps only: a transient copy
         grid = self.alpha_grid.to(plane["t"])
         losses = []
         for alpha in grid:
