@@ -114,7 +114,7 @@ def search_alpha(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Step 5 of the algorithm: the alpha on 0, delta, ..., alpha_max with the largest
     L(theta0 + rho_max d(alpha)), the first one on ties. Returns (alpha, alphas, losses)."""
-    alphas = np.arange(int(round(alpha_max / alpha_delta)) + 1) * alpha_delta
+    alphas = np.arange(0.0, alpha_max + 1e-5, alpha_delta)  # "up to and including alpha_max"
     params = list(params)
     w0 = vec.snapshot(params)
     try:

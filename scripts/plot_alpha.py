@@ -1,0 +1,79 @@
+"""alpha, and the angle between the true maximum direction and each candidate, over training.
+
+    python scripts/plot_alpha.py runs/default/digits-small_cnn-xsam-s0-1a2b3c4d
+    python scripts/plot_alpha.py RUN_DIR_A RUN_DIR_B --out figures/ --wandb
+
+Reads each run's metrics.jsonl (one line per epoch: ``step``, ``xsam/alpha``, ``xsam/angle``)
+and, if present, diagnostics.jsonl (per-step records of
+``xsam.diagnostics.direction_diagnostics``: ``diag/alpha_star``, ``diag/angle/<direction>``);
+for a key in both files, one value per step is kept (diagnostics.jsonl's). Writes alpha.png and
+angles.png into RUN_DIR/figures/ for one run, or into --out (default: the runs' common parent
+folder's figures/) for several, overlaid.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from xsam.diagnostics.plots import plot_alpha, plot_angles
+from xsam.diagnostics.publish import log_to_wandb, run_id_of
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One dict per line; a torn last line (a run killed mid-write) is skipped."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def run_records(run_dir: Path) -> list[dict]:
+    # metrics first: series() keeps the last value per step, so diagnostics.jsonl wins ties
+    return read_jsonl(run_dir / "metrics.jsonl") + read_jsonl(run_dir / "diagnostics.jsonl")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Path]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (see above)")
+    p.add_argument("--wandb", action="store_true", help="log the PNGs to W&B")
+    args = p.parse_args(argv)
+    runs = {d.name: run_records(d) for d in args.run_dirs}
+    if not any(runs.values()):
+        sys.exit(f"no metrics.jsonl or diagnostics.jsonl records in {args.run_dirs}")
+    out = args.out or default_out(args.run_dirs)
+    pngs = {"diagnostics/alpha": out / "alpha.png", "diagnostics/angles": out / "angles.png"}
+    plot_alpha(runs, pngs["diagnostics/alpha"])
+    plot_angles(runs, pngs["diagnostics/angles"])
+    print(f"{len(runs)} run(s), {sum(map(len, runs.values()))} records -> {out}")
+    if args.wandb:
+        first = args.run_dirs[0]
+        single = len(args.run_dirs) == 1  # one run: join its W&B run; several: a new one
+        log_to_wandb(first if single else out, project=project_of(first), images=pngs,
+                     run_id=run_id_of(first) if single else None)
+    return pngs
+
+
+def default_out(run_dirs: list[Path]) -> Path:
+    if len(run_dirs) == 1:
+        return run_dirs[0] / "figures"
+    return Path(os.path.commonpath([d.resolve() for d in run_dirs])) / "figures"
+
+
+def project_of(run_dir: Path) -> str:
+    config = run_dir / "config.yaml"
+    cfg = OmegaConf.load(config) if config.exists() else OmegaConf.create()
+    return OmegaConf.select(cfg, "logger.project", default="xsam")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
