@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pytest
 
 from xsam.experiments import load_experiment
-from xsam.tables.collect import collect, read_run_dir, record_from_wandb
+from xsam.tables.collect import collect, merge_sources, read_run_dir, record_from_wandb
 from xsam.tables.paired import paired_rows
 from xsam.tables.table import build_table
 
@@ -224,7 +224,9 @@ def test_wandb_run_converts_to_the_run_dir_record(fixture_dir: Path) -> None:
     fake = FakeWandbRun(
         id=from_dir.run_id, state="finished", created_at=meta["started"],
         config={**from_dir.config, "choices": meta["choices"], "git": meta["git"]},
-        summary={**from_dir.final, "_runtime": 4.5, "_step": 3}, rows=list(from_dir.curve))
+        # plain keys: the last logged values; "summary/..." the final epoch (train.py)
+        summary={"test/acc": -1.0, **{f"summary/{k}": v for k, v in from_dir.final.items()},
+                 "_runtime": 4.5, "_step": 3}, rows=list(from_dir.curve))
     record = record_from_wandb(fake, "ent/proj", metric_keys=("test/acc",))
     assert record.source == f"wandb:ent/proj/{from_dir.run_id}"
     for field in ("run_id", "finished", "choices", "config", "seed", "commit", "dirty",
@@ -232,8 +234,10 @@ def test_wandb_run_converts_to_the_run_dir_record(fixture_dir: Path) -> None:
         assert getattr(record, field) == getattr(from_dir, field), field
     assert [r["test/acc"] for r in record.curve] == [r["test/acc"] for r in from_dir.curve]
     crashed = record_from_wandb(FakeWandbRun(id="x", state="crashed", config={"seed": 0},
-                                             summary={}), "ent/proj")
-    assert not crashed.finished and crashed.commit == ""
+                                             summary={"test/acc": 50.0}), "ent/proj")
+    assert not crashed.finished and crashed.commit == "" and crashed.final == {"test/acc": 50.0}
+    merged = merge_sources([from_dir], [record, crashed])   # the run dir hides its W&B copy
+    assert [r.source for r in merged] == ["runs/x", "wandb:ent/proj/x"]
 
 
 def test_collect_wandb_asks_for_the_group(fixture_dir: Path) -> None:

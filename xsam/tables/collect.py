@@ -91,7 +91,10 @@ def record_from_wandb(run: Any, path: str, metric_keys: tuple[str, ...] = ()) ->
     choices = dict(config.pop("choices", None) or {})
     git = dict(config.pop("git", None) or {})
     summary = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
-    final = summary["final"] if isinstance(summary.get("final"), dict) else summary
+    # train.py copies the final epoch's metrics to "summary/<key>" once the run finishes;
+    # the plain keys are the last logged values (the same numbers for a finished run)
+    prefix = "summary/"
+    final = {k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)} or summary
     curve: tuple[dict[str, Any], ...] = ()
     if metric_keys:
         rows = run.history(keys=["epoch", *metric_keys], samples=100_000, pandas=False)
@@ -120,12 +123,13 @@ def collect_wandb(path: str, group: str, metric_keys: tuple[str, ...] = (),
 
 
 def merge_sources(*sources: list[RunRecord]) -> list[RunRecord]:
-    """All records, the first source winning when a run id appears in several."""
-    merged: dict[str, RunRecord] = {}
+    """All records; a run id found in an earlier source (the run directories) hides the same
+    run in a later one (W&B logs the run under its run directory's id)."""
+    merged: list[RunRecord] = []
     for records in sources:
-        for record in records:
-            merged.setdefault(record.run_id, record)
-    return list(merged.values())
+        seen = {record.run_id for record in merged}
+        merged += [record for record in records if record.run_id not in seen]
+    return merged
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

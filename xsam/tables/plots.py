@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from xsam.experiments import format_value
 from xsam.tables.render import column_label
@@ -44,14 +45,17 @@ def plot_curves(table: Table, path: Path, key: str | None = None) -> Path:
     fig = Figure(figsize=(4.5 * cols, 3.2 * n_panel_rows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(n_panel_rows, cols, squeeze=False)
+    col_keys = list(dict.fromkeys(values[n_rows:] for values in table.cells))
     for ax, row in zip(axes.flat, row_keys, strict=False):
         for values, cell in table.cells.items():
             if values[:n_rows] != row or cell.refused or not cell.runs:
                 continue
             epochs, mean, std = seed_band(table, cell, key)
             label = f"{column_label(exp.columns, values[n_rows:])} (n={len(cell.runs)})"
-            line, = ax.plot(epochs, mean, label=label)
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+            color = f"C{col_keys.index(values[n_rows:]) % 10}"   # one colour per column
+            ax.plot(epochs, mean, label=label, color=color, marker="o" if len(epochs) < 3 else "")
+            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(" / ".join(format_value(v) for v in row) or exp.name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
