@@ -10,8 +10,8 @@ Regenerate the golden files after an intended change of the output, and review t
 
 Write the fixture runs somewhere to try the scripts by hand (``runs/`` is git-ignored):
 
-    python tests/test_tables.py tests/fixtures   # tests/fixtures/{experiments,runs}/
-    cd tests/fixtures && python ../../scripts/aggregate.py experiments/fixture.yaml --out /tmp/t
+    python tests/test_tables.py /tmp/fixture      # /tmp/fixture/{experiments,runs}/
+    cd /tmp/fixture && python "$OLDPWD/scripts/aggregate.py" experiments/fixture.yaml --out out
 """
 
 from __future__ import annotations

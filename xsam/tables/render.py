@@ -44,7 +44,8 @@ class Style:
 
 MARKDOWN = Style(lambda m, s: f"{m} ± {s or '–'}", "**{}**", " †",
                  lambda s: s.replace("|", "\\|"))
-LATEX = Style(lambda m, s: f"${m} \\pm {s}$" if s else f"${m} \\pm$ --", r"\textbf{{{}}}",
+LATEX = Style(lambda m, s: f"${m} \\pm {s}$" if s else f"${m} \\pm$ --",
+              r"{{\boldmath\bfseries {}}}",   # \textbf alone would not bold the math
               r"$^\dagger$",
               lambda s: s.replace("\\", r"\textbackslash{}").replace("_", r"\_")
               .replace("%", r"\%").replace("&", r"\&").replace("#", r"\#"))
