@@ -52,7 +52,8 @@ reference: {small_cnn/sam: 94.0, small_cnn/xsam: 95.0, resnet18/sam: 88.0}
 smoke: {epochs: 1}
 """
 
-# (model, optimizer, seed, final test/acc or None for a crashed run, commit, started, dataset)
+# (model, optimizer, seed, final test/acc or None for a crashed run, commit, started, dataset
+#  [, batch_size])
 FIXTURE_RUNS = [
     ("small_cnn", "sgd", 0, 90.0, COMMIT_A, "2025-01-01T10:00:00", "digits"),
     ("small_cnn", "sgd", 1, 91.0, COMMIT_A, "2025-01-01T10:01:00", "digits"),
@@ -72,7 +73,7 @@ FIXTURE_RUNS = [
     ("resnet18", "xsam", 1, 89.0, COMMIT_B, "2025-01-01T11:05:00", "digits"),    # commits
     ("vgg11_bn", "sgd", 0, 80.0, COMMIT_A, "2025-01-01T12:00:00", "digits"),
     ("vgg11_bn", "sgd", 1, 81.0, COMMIT_A, "2025-01-01T12:01:00", "digits"),
-    ("vgg11_bn", "sgd", 2, 81.5, COMMIT_A, "2025-01-01T12:02:00", "digits"),
+    ("vgg11_bn", "sgd", 2, 81.5, COMMIT_A, "2025-01-01T12:02:00", "digits", 128),  # batch
     ("small_cnn", "sgd", 7, 99.0, COMMIT_A, "2025-01-01T13:00:00", "digits"),    # seed 7
     ("small_cnn", "sgdplus", 0, 92.0, COMMIT_A, "2025-01-01T13:01:00", "digits"),  # no column
     ("small_cnn", "sam", 0, 70.0, COMMIT_A, "2025-01-01T13:02:00", "cifar10"),   # not fixed
@@ -89,7 +90,7 @@ def _curve(final: float, seed: int, epochs: int = 3) -> list[dict]:
 
 
 def write_run(root: Path, model: str, optimizer: str, seed: int, final: float | None,
-              commit: str, started: str, dataset: str) -> Path:
+              commit: str, started: str, dataset: str, batch_size: int = 125) -> Path:
     """One run directory in the format of docs/INTERFACES.md."""
     config_hash = hashlib.sha1(f"{dataset}{model}{optimizer}{seed}{started}".encode()).hexdigest()
     run_id = f"{dataset}-{model}-{optimizer}-s{seed}-{config_hash[:8]}"
@@ -102,7 +103,7 @@ def write_run(root: Path, model: str, optimizer: str, seed: int, final: float | 
             "host": "fixture-host", "torch": "2.4.0", "started": started}
     (path / "meta.json").write_text(json.dumps(meta, indent=1))
     (path / "config.yaml").write_text(
-        f"experiment: fixture\nseed: {seed}\nepochs: 3\nbatch_size: 125\nlr: 0.05\n"
+        f"experiment: fixture\nseed: {seed}\nepochs: 3\nbatch_size: {batch_size}\nlr: 0.05\n"
         f"dataset:\n  name: {dataset}\n  num_classes: 10\n"
         f"optimizer:\n  rho: 0.15\n  steps: 1\n  rho_max: 0.3\n")
     curve = _curve(final if final is not None else 50.0, seed)
@@ -181,6 +182,8 @@ def test_cells_dedup_missing_crashed_mixed(fixture_dir: Path) -> None:
     assert table.stats(cells["vgg11_bn/sam"]) is None and not cells["vgg11_bn/sam"].runs
     assert [run.seed for run in table.unfinished] == [2]
     assert len(table.ignored) == 3
+    assert [(c.key, table.config_differences(c)) for c in table.cells.values()
+            if table.config_differences(c)] == [("vgg11_bn/sgd", ["batch_size"])]
     assert table.stats(cells["small_cnn/sgd"], error=True)[0] == pytest.approx(100 - 91.166667)
 
 

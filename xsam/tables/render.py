@@ -181,6 +181,9 @@ def listings(table: Table) -> list[tuple[str, list[str]]]:
         (f"Missing: {_plural(n_empty, 'cell')} without a run, "
          f"{_plural(len(missing), 'cell')} short of {len(exp.seeds)} seeds", missing or ["none"]),
         (f"Cells mixing code versions ({refused_title})", mixed),
+        ("Cells whose runs differ in more than the seed (config keys)",
+         [f"{c.key}: {', '.join(diff)}" for c in table.cells.values()
+          if (diff := table.config_differences(c))]),
         ("Duplicate seeds (the newest finished run is kept)",
          [f"{cell_key(v)} seed {new.seed}: kept {new.run_id} ({new.started}), "
           f"superseded {old.run_id} ({old.started})" for v, old, new in table.duplicates]),

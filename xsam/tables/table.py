@@ -15,6 +15,10 @@ from typing import Any
 from xsam.experiments import Experiment, cell_key, same_value
 from xsam.tables.collect import RunRecord
 
+# where a run was stored and how it was shown, not what it computed (cf. train.py's hash)
+_NOT_COMPARED = ("seed", "run_root", "data_root", "logger", "loader", "progress", "sync_every",
+                 "device", "experiment")
+
 
 @dataclass
 class Cell:
@@ -58,6 +62,14 @@ class Table:
 
     def missing_seeds(self, cell: Cell) -> list[int]:
         return [seed for seed in self.experiment.seeds if seed not in cell.runs]
+
+    def config_differences(self, cell: Cell) -> list[str]:
+        """Config keys whose values differ between the cell's runs (seed and settings that do
+        not change what a run computes left out): a cell should differ only in its seeds."""
+        flat = [_flatten(run.config) for _, run in sorted(cell.runs.items())]
+        keys = sorted({k for f in flat for k in f})
+        return [k for k in keys if k.split(".")[0] not in _NOT_COMPARED
+                and len({repr(f.get(k)) for f in flat}) > 1]
 
     def used_runs(self) -> list[RunRecord]:
         return [run for cell in self.cells.values() if not cell.refused
@@ -116,3 +128,13 @@ def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str
 
 def _axis_values(exp: Experiment, key: str) -> list[Any]:
     return [v for grid in exp.grids for v in grid[key]]
+
+
+def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
