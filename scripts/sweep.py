@@ -16,9 +16,11 @@ import argparse
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 from xsam.experiments import load_experiment
 
+REPO = Path(__file__).resolve().parents[1]   # train.py runs here, whatever the caller's cwd
 LAUNCHERS = {"local": [], "slurm": ["hydra/launcher=submitit_slurm"]}
 
 
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         printable = shlex.join(["python", *command[1:]])
         print(printable, flush=True)
         if not args.dry_run:
-            done = subprocess.run(command)
+            done = subprocess.run(command, cwd=REPO)
             if done.returncode != 0:
                 print(f"failed ({done.returncode}): {printable}", file=sys.stderr)
                 return done.returncode

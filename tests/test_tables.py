@@ -257,6 +257,45 @@ def test_collect_wandb_asks_for_the_group(fixture_dir: Path) -> None:
     assert calls == [("ent/proj", {"group": "table1"})] and records[0].run_id == "r1"
 
 
+E2E_YAML = """\
+name: e2e
+description: The pipeline end to end, train.py included.
+group: e2e
+seeds: [0, 1]
+fixed: {dataset: digits, model: small_cnn}
+axes: {optimizer: [sam, xsam]}
+rows: []
+columns: [optimizer]
+metric: test/acc
+paired: {axis: optimizer, treatment: xsam, baseline: sam}
+smoke: {epochs: 1}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "train.py").is_file(), reason="train.py is not in this checkout")
+def test_sweep_train_aggregate_end_to_end(tmp_path: Path) -> None:
+    """sweep.py launches train.py on the digits; aggregate.py and plot_curves.py read its runs."""
+    (tmp_path / "e2e.yaml").write_text(E2E_YAML)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+
+    def script(name: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    runs = f"--runs-dir={tmp_path / 'runs'}"
+    done = script("sweep.py", "e2e.yaml", "--smoke", "--", f"run_root={tmp_path / 'runs'}",
+                  "progress=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = script("aggregate.py", "e2e.yaml", "--smoke", runs, "--out", "out")
+    assert done.returncode == 0, done.stderr
+    assert "4 runs in 2 of 2 cells; 0 unfinished" in done.stdout
+    rows = (tmp_path / "out" / "e2e_smoke.csv").read_text().splitlines()
+    assert len(rows) == 5 and all(",used," in row for row in rows[1:])
+    assert script("plot_curves.py", "e2e.yaml", "--smoke", runs, "--out", "out").returncode == 0
+    assert (tmp_path / "out" / "e2e_smoke_curves.png").stat().st_size > 0
+
+
 if __name__ == "__main__":
     write_fixture(Path(sys.argv[1]))
     print(f"wrote {sys.argv[1]}/experiments/fixture.yaml and {sys.argv[1]}/runs/fixture/")
