@@ -179,7 +179,8 @@ def listings(table: Table) -> list[tuple[str, list[str]]]:
     refused_title = "allowed by --allow-mixed-commits" if table.allow_mixed else "refused"
     lists = [
         (f"Missing: {_plural(n_empty, 'cell')} without a run, "
-         f"{_plural(len(missing), 'cell')} short of {len(exp.seeds)} seeds", missing or ["none"]),
+         f"{_plural(len(missing) - n_empty, 'cell')} with fewer than {len(exp.seeds)} seeds",
+         missing or ["none"]),
         (f"Cells mixing code versions ({refused_title})", mixed),
         ("Cells whose runs differ in more than the seed (config keys)",
          [f"{c.key}: {', '.join(diff)}" for c in table.cells.values()
