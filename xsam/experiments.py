@@ -93,17 +93,18 @@ class Experiment:
 
     def overrides(self) -> list[list[str]]:
         """One Hydra override list per run: cells x seeds."""
-        head = [f"experiment={self.group}"] + [f"{k}={format_value(v)}"
-                                              for k, v in self.fixed.items()]
-        return [head + [f"{k}={format_value(v)}" for k, v in zip(self.axes, cell, strict=True)]
+        return [self._head() + [f"{k}={format_value(v)}"
+                                for k, v in zip(self.axes, cell, strict=True)]
                 + [f"seed={seed}"] for cell in self.cells() for seed in self.seeds]
 
     def sweeps(self) -> list[list[str]]:
         """One Hydra multirun override list per grid (comma-separated values)."""
-        head = [f"experiment={self.group}"] + [f"{k}={format_value(v)}"
+        return [self._head() + [f"{k}={','.join(map(format_value, grid[k]))}" for k in self.axes]
+                + [f"seed={','.join(map(str, self.seeds))}"] for grid in self.grids]
+
+    def _head(self) -> list[str]:
+        return [f"experiment={self.group}"] + [f"{k}={format_value(v)}"
                                               for k, v in self.fixed.items()]
-        return [head + [f"{k}={','.join(format_value(v) for v in grid[k])}" for k in self.axes]
-                + [f"seed={','.join(str(s) for s in self.seeds)}"] for grid in self.grids]
 
 
 def cell_key(values: tuple[Any, ...]) -> str:
