@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
@@ -20,8 +21,6 @@ from xsam.data import transforms
 from xsam.data.errors import DatasetNotFound
 from xsam.data.roots import dataset_root
 from xsam.data.splits import DataSplits
-
-_CHUNK = 1024  # images per chunk when computing channel statistics (bounds the float copy)
 
 
 def cifar_splits(
@@ -52,17 +51,18 @@ def cifar_splits(
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std, in [0, 1] units, of uint8 ``N x H x W x C`` images."""
-    total = np.zeros(images.shape[-1])
-    total_sq = np.zeros(images.shape[-1])
-    for start in range(0, len(images), _CHUNK):
-        pixels = images[start : start + _CHUNK].reshape(-1, images.shape[-1]) / 255.0
-        total += pixels.sum(axis=0)
-        total_sq += np.square(pixels).sum(axis=0)
-    count = images.size // images.shape[-1]
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
-    return mean.tolist(), std.tolist()
+    """Per-channel mean and std, in [0, 1] units, of uint8 ``N x H x W x C`` images.
+
+    Exact and cheap: computed from each channel's histogram of the 256 pixel values.
+    """
+    pixels = torch.from_numpy(images).reshape(-1, images.shape[-1])
+    counts = torch.stack([torch.bincount(channel, minlength=256) for channel in pixels.T])
+    counts = counts.double()
+    values = torch.arange(256, dtype=torch.float64) / 255
+    total = counts.sum(dim=1)
+    mean = counts @ values / total
+    variance = counts @ values.square() / total - mean.square()
+    return mean.tolist(), variance.clamp_min(0).sqrt().tolist()
 
 
 def _dataset_class(num_classes: int) -> type[CIFAR10]:
@@ -82,7 +82,7 @@ def _describe_problem(dataset_cls: type[CIFAR10], root: Path) -> DatasetNotFound
     """Name the first missing or corrupt file, what belongs there, and how to get it."""
     folder = root / dataset_cls.base_folder
     expected = (
-        f"{dataset_cls.__name__} python pickles "
+        f"{dataset_cls.__name__.replace('CIFAR', 'CIFAR-')} python pickles "
         f"({', '.join(_file_names(dataset_cls))}) from {dataset_cls.filename}"
     )
     hint = (
