@@ -1,0 +1,106 @@
+"""Train and evaluate one epoch. The loop never knows which optimizer of the family runs."""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from xsam.optim import XSAM, BatchClosure
+
+
+class NonFiniteLoss(RuntimeError):
+    """Raised when a step saw a non-finite loss or gradient (the step itself was skipped)."""
+
+
+@dataclass
+class EpochStats:
+    """Sums kept on the device during an epoch; read once at the end (one host sync)."""
+
+    loss_sum: Tensor = field(default_factory=lambda: torch.zeros(()))
+    correct: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
+    count: int = 0
+    seconds: float = 0.0
+    data_seconds: float = 0.0
+
+    def add(self, loss: Tensor, logits: Tensor, targets: Tensor) -> None:
+        n = targets.shape[0]
+        self.loss_sum = self.loss_sum.to(loss.device) + loss.float() * n
+        self.correct = self.correct.to(logits.device) + (logits.argmax(1) == targets).sum()
+        self.count += n
+
+    def means(self) -> dict[str, float]:
+        count = max(self.count, 1)
+        return {"loss": self.loss_sum.item() / count, "acc": 100.0 * self.correct.item() / count}
+
+
+def to_device(batch, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
+    inputs, targets = batch
+    inputs = inputs.to(device, non_blocking=True)
+    if channels_last and inputs.ndim == 4:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    return inputs, targets.to(device, non_blocking=True)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    opt: XSAM,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    on_step: Callable[[EpochStats], None] | None = None,
+    check_every: int = 50,
+) -> EpochStats:
+    """One pass over ``loader``; train loss and accuracy are those at the unperturbed weights."""
+    model.train()
+    stats = EpochStats()
+    start = tick = time.perf_counter()
+    for batch in loader:
+        inputs, targets = to_device(batch, device, channels_last)
+        stats.data_seconds += time.perf_counter() - tick
+        closure = BatchClosure(model, loss_fn, inputs, targets, autocast_dtype=autocast_dtype)
+        loss = opt.step(closure)
+        stats.add(loss, closure.logits, targets)
+        if on_step is not None:
+            on_step(stats)
+        if opt.step_count % check_every == 0:
+            _stop_if_skipped(opt)  # a host sync, so only every few steps
+        tick = time.perf_counter()
+    stats.seconds = time.perf_counter() - start
+    _stop_if_skipped(opt)
+    return stats
+
+
+def _stop_if_skipped(opt: XSAM) -> None:
+    if int(opt.skipped_steps) > 0:
+        raise NonFiniteLoss(
+            f"non-finite loss or gradient at step {opt.step_count} "
+            f"(loss {opt.diagnostics['loss_0'].item():.4g}); the weights never took that step"
+        )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> dict[str, float]:
+    """Mean loss and accuracy (percent) over ``loader`` in eval mode."""
+    model.eval()
+    stats = EpochStats()
+    for batch in loader:
+        inputs, targets = to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
+        stats.add(loss, logits, targets)
+    return stats.means()
