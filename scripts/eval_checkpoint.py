@@ -11,7 +11,6 @@ prints one line. What the numbers mean and what they cost: docs/DIAGNOSTICS.md.
 import argparse
 import inspect
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from xsam import checkpoint
 from xsam.data import DataSplits
 from xsam.diagnostics import evaluate_sharpness, fixed_batches
-from xsam.diagnostics.publish import log_to_wandb, run_id_of
+from xsam.diagnostics.publish import log_to_wandb, wandb_target
 
 # evaluate_sharpness's keyword arguments that the command line can override
 _FORWARDED = ("rho", "ascent_steps", "eig_iters", "eig_tol", "trace_samples", "seed", "bn")
@@ -39,15 +39,10 @@ def load_run(run_dir: Path) -> tuple[DictConfig, nn.Module, DataSplits]:
 
 
 def _model_state(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # a checkpoint that also pickles Python objects: our own file
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    # torch.compile and DDP wrap the module: strip their prefixes from the keys
-    prefixes = ("_orig_mod.", "module.")
     state = {}
-    for key, value in ckpt["model"].items():
-        while key.startswith(prefixes):
+    for key, value in checkpoint.load(path)["model"].items():
+        # torch.compile and DDP wrap the module: strip their prefixes from the keys
+        while key.startswith(("_orig_mod.", "module.")):
             key = key.removeprefix("_orig_mod.").removeprefix("module.")
         state[key] = value
     return state
@@ -89,9 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.run_dir.name}: {summary_line(result)} -> {out}")
     if args.wandb:
-        project = OmegaConf.select(cfg, "logger.project", default="xsam")
-        log_to_wandb(args.run_dir, project=project, run_id=run_id_of(args.run_dir),
-                     summary=result)
+        target = wandb_target(args.run_dir, dict(cfg.get("logger") or {}))
+        log_to_wandb(args.run_dir, summary=result, **target)
     return result
 
 

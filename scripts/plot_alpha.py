@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from xsam.diagnostics.plots import plot_alpha, plot_angles
-from xsam.diagnostics.publish import log_to_wandb, run_id_of
+from xsam.diagnostics.publish import log_to_wandb, wandb_target
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -57,9 +57,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     print(f"{len(runs)} run(s), {sum(map(len, runs.values()))} records -> {out}")
     if args.wandb:
         first = args.run_dirs[0]
-        single = len(args.run_dirs) == 1  # one run: join its W&B run; several: a new one
-        log_to_wandb(first if single else out, project=project_of(first), images=pngs,
-                     run_id=run_id_of(first) if single else None)
+        target = wandb_target(first, logger_of(first))
+        if len(args.run_dirs) > 1:  # several runs: a W&B run of their own, in the first's group
+            target["run_id"] = None
+        log_to_wandb(first if len(args.run_dirs) == 1 else out, images=pngs, **target)
     return pngs
 
 
@@ -69,10 +70,11 @@ def default_out(run_dirs: list[Path]) -> Path:
     return Path(os.path.commonpath([d.resolve() for d in run_dirs])) / "figures"
 
 
-def project_of(run_dir: Path) -> str:
+def logger_of(run_dir: Path) -> dict | None:
     config = run_dir / "config.yaml"
-    cfg = OmegaConf.load(config) if config.exists() else OmegaConf.create()
-    return OmegaConf.select(cfg, "logger.project", default="xsam")
+    if not config.exists():
+        return None
+    return OmegaConf.to_container(OmegaConf.load(config)).get("logger")
 
 
 if __name__ == "__main__":

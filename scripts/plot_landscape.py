@@ -30,7 +30,7 @@ from xsam.diagnostics import (
     xsam_plane,
 )
 from xsam.diagnostics.plots import plot_landscape
-from xsam.diagnostics.publish import log_to_wandb, run_id_of
+from xsam.diagnostics.publish import log_to_wandb, wandb_target
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> Landscape:
     print(f"{args.run_dir.name}: t={np.degrees(plane.t):.1f} deg alpha={alpha:g} "
           f"alpha*={land.circle.alpha_star:.2f} angle to max (deg): {angles} -> {png}")
     if args.wandb:
-        log_to_wandb(args.run_dir, project=OmegaConf.select(cfg, "logger.project", default="xsam"),
-                     run_id=run_id_of(args.run_dir), images={"diagnostics/landscape": png})
+        log_to_wandb(args.run_dir, images={"diagnostics/landscape": png},
+                     **wandb_target(args.run_dir, dict(cfg.get("logger") or {})))
     return land
 
 

@@ -41,11 +41,13 @@ def plot_landscape(land: Landscape, path: str | Path, *, title: str | None = Non
             ax.plot(x, y, marker, color=COLORS[name], mec="k", ms=14 if name == "max" else 7,
                     label=LABELS[name], zorder=5)
         else:
-            ax.annotate("", (x, y), (0, 0), arrowprops={"arrowstyle": "->", "lw": 1.6,
-                                                        "color": COLORS[name]})
-            # g_0 leaves the plane when k > 1: its arrow is the projection, shorter than rho_max
+            # g_0 is dashed: for k = 1 it lies on v0; for k > 1 it leaves the plane and its
+            # arrow is the projection, shorter than rho_max
+            style = "--" if name == "g_0" else "-"
+            ax.annotate("", (x, y), (0, 0), arrowprops={
+                "arrowstyle": "->", "lw": 1.6, "color": COLORS[name], "linestyle": style})
             off = math.hypot(x, y) < 0.999 * land.rho_max
-            ax.plot([], [], color=COLORS[name], label=LABELS[name] + (" (projected)" * off))
+            ax.plot([], [], style, color=COLORS[name], label=LABELS[name] + " (projected)" * off)
     ax.set(xlabel="e0 = v0", ylabel="e1 (v1 orthogonalized)", aspect="equal")
     ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
     _plot_circle(ax_c, land)

@@ -13,16 +13,17 @@ from pathlib import Path
 
 
 def log_to_wandb(
-    run_dir: str | Path, *, project: str, run_id: str | None = None,
-    images: Mapping[str, str | Path] | None = None,
-    summary: Mapping[str, object] | None = None, job_type: str = "diagnostics",
+    run_dir: str | Path, *, project: str, entity: str | None = None, group: str | None = None,
+    run_id: str | None = None, images: Mapping[str, str | Path] | None = None,
+    summary: Mapping[str, object] | None = None,
 ) -> None:
-    """Log PNG files as ``wandb.Image`` and numbers into the run summary."""
+    """Log PNG files as ``wandb.Image`` (one step-less ``log`` call, so they land after the
+    run's last training step) and numbers into the run summary."""
     import wandb  # only the scripts that ask for W&B pay for the import
 
     run = wandb.init(
-        project=project, id=run_id, resume="allow" if run_id else None, dir=str(run_dir),
-        mode=os.environ.get("WANDB_MODE") or "offline", job_type=job_type,
+        project=project, entity=entity, group=group, id=run_id, dir=str(run_dir),
+        resume="allow" if run_id else None, mode=os.environ.get("WANDB_MODE") or "offline",
     )
     try:
         if images:
@@ -33,7 +34,14 @@ def log_to_wandb(
         run.finish()
 
 
-def run_id_of(run_dir: str | Path) -> str | None:
-    """The W&B run id recorded in ``meta.json`` (``run_id``), if the run directory has one."""
+def wandb_target(run_dir: str | Path, logger: Mapping[str, object] | None) -> dict:
+    """``project``, ``entity``, ``group`` from a run's ``logger`` settings and ``run_id`` from
+    its ``meta.json``: the keyword arguments that point :func:`log_to_wandb` at that run."""
+    logger = logger or {}
     meta = Path(run_dir) / "meta.json"
-    return json.loads(meta.read_text()).get("run_id") if meta.exists() else None
+    return {
+        "project": logger.get("project") or "xsam",
+        "entity": logger.get("entity"),
+        "group": logger.get("group"),
+        "run_id": json.loads(meta.read_text()).get("run_id") if meta.exists() else None,
+    }
