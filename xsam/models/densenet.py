@@ -1,8 +1,8 @@
 """DenseNet for 32x32 inputs (Huang et al., arXiv:1608.06993), from torchvision's DenseNet.
 
 The ImageNet stem (7x7/2 convolution, BN, ReLU, max-pool) becomes a single 3x3/1 convolution,
-as in the CIFAR DenseNets used by the SAM papers: each dense layer already starts with
-BN-ReLU. DenseNet-121 with 10 classes has 6,956,298 parameters.
+as in the common CIFAR version (kuangliu/pytorch-cifar): each dense layer already starts
+with BN-ReLU. DenseNet-121 with 10 classes has 6,956,298 parameters.
 """
 
 from torch import nn

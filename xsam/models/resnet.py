@@ -1,8 +1,8 @@
 """ResNets from torchvision: the CIFAR variant (3x3 stem, no max-pool) and the ImageNet one.
 
 The CIFAR variant is torchvision's ResNet with its 7x7/2 stem convolution replaced by a 3x3/1
-one and the max-pool removed, the network of He et al. (arXiv:1512.03385) as used on 32x32
-inputs by the SAM papers; ResNet-18 with 10 classes has 11,173,962 parameters.
+one and the max-pool removed: the common CIFAR version (kuangliu/pytorch-cifar) of He et al.,
+arXiv:1512.03385. ResNet-18 with 10 classes has 11,173,962 parameters.
 """
 
 from torch import nn

@@ -1,8 +1,8 @@
 """VGG with BatchNorm for 32x32 inputs (Simonyan & Zisserman, arXiv:1409.1556).
 
 torchvision's VGG feature layers, followed by one linear layer on the 512 channels, as in the
-CIFAR versions used by the SAM papers (torchvision's own head expects 224x224 inputs and has
-120M parameters). VGG-11-BN with 10 classes has 9,231,114 parameters.
+common CIFAR version (kuangliu/pytorch-cifar); torchvision's own head expects 224x224 inputs
+and has about 124M parameters. VGG-11-BN with 10 classes has 9,231,114 parameters.
 """
 
 from torch import nn
@@ -20,7 +20,7 @@ def cifar_vgg_bn(*, depth: int = 11, num_classes: int = 10, in_channels: int = 3
     model = nn.Sequential(
         features, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes)
     )
-    for module in model.modules():  # torchvision's VGG initialization
+    for module in model.modules():  # He-initialized convolutions, as in torchvision's VGG
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(module.bias)
