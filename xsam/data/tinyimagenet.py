@@ -15,7 +15,7 @@ from pathlib import Path
 
 from xsam.data import transforms
 from xsam.data.errors import DatasetNotFound
-from xsam.data.folders import image_folder
+from xsam.data.imagenet import image_folder
 from xsam.data.roots import dataset_root
 from xsam.data.splits import DataSplits
 
