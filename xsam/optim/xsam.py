@@ -92,7 +92,8 @@ class XSAM(Optimizer):
         grad_norm_0 = global_norm(g_0)
         self.diagnostics = {"loss_0": loss_0, "grad_norm_0": grad_norm_0}
         if self.steps == 0:
-            self._base_step(all_finite(loss_0, grad_norm_0))
+            self.diagnostics["finite"] = all_finite(loss_0, grad_norm_0)
+            self._base_step(self.diagnostics["finite"])
         else:
             self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0)
         self.step_count += 1

@@ -1,0 +1,142 @@
+"""XSAM's contract beyond the maths: bad settings, non-finite steps, exact resume, BN."""
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+from torch import nn
+
+from xsam.optim import XSAM, BatchClosure, frozen_bn_stats
+
+SGD = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
+
+
+def bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(n)]
+
+
+def train(model, opt, data) -> None:
+    for x, y in data:
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+
+
+@pytest.mark.parametrize(
+    "settings, name",
+    [
+        (dict(rho=-0.1), "rho"),
+        (dict(steps=0), "steps"),
+        (dict(steps=-1, rho=0.0), "steps"),
+        (dict(steps=1.5), "steps"),
+        (dict(alpha_delta=0.0), "alpha_delta"),
+        (dict(alpha_max=-1.0), "alpha_max"),
+        (dict(rho_max=0.0), "rho_max"),
+        (dict(search_every=0), "search_every"),
+        (dict(eta=-1.0), "eta"),
+    ],
+)
+def test_bad_settings_raise_naming_the_setting(settings, name):
+    with pytest.raises(ValueError, match=rf"^{name} must"):
+        XSAM(bn_net().parameters(), base=SGD, **settings)
+
+
+def test_closure_returning_a_non_scalar_is_refused():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    x, y = batches(1)[0]
+
+    def closure(backward=True):
+        loss = nn.functional.cross_entropy(model(x), y, reduction="none")
+        return loss
+
+    with pytest.raises(ValueError, match="scalar loss"):
+        opt.step(closure)
+    with pytest.raises(ValueError, match="closure"):
+        opt.step()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("settings", [dict(steps=0, rho=0.0), dict(), dict(steps=2, search_every=1)])
+def test_non_finite_step_is_skipped_and_weights_restored_exactly(fused, settings):
+    model = bn_net()
+    base = partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=fused)
+    opt = XSAM(model.parameters(), base=base, **settings)
+    train(model, opt, batches(2))
+    weights = copy.deepcopy(model.state_dict())
+    momentum = [s["momentum_buffer"].clone() for s in opt.base.state.values()]
+    x, y = batches(1)[0]
+    x[0, 0] = float("nan")
+    loss = opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+    assert not torch.isfinite(loss)
+    assert not opt.diagnostics["finite"]
+    assert int(opt.skipped_steps) == 1
+    params = {k: v for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    for k, v in params.items():
+        assert torch.equal(v, weights[k]), k
+    for before, state in zip(momentum, opt.base.state.values(), strict=True):
+        assert torch.equal(before, state["momentum_buffer"])
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(steps=3, search_every=3), dict(adaptive=True)])
+def test_save_load_continue_is_bit_identical(settings):
+    data = batches(10)
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, **settings)
+    train(model, opt, data)
+
+    model_a = bn_net()
+    opt_a = XSAM(model_a.parameters(), base=SGD, **settings)
+    train(model_a, opt_a, data[:4])
+    saved = copy.deepcopy((model_a.state_dict(), opt_a.state_dict()))
+    model_b = bn_net()
+    opt_b = XSAM(model_b.parameters(), base=SGD, **settings)
+    model_b.load_state_dict(saved[0])
+    opt_b.load_state_dict(saved[1])
+    train(model_b, opt_b, data[4:])
+
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, model_b.state_dict()[k]), k
+    assert opt_b.step_count == opt.step_count == 10
+    assert torch.equal(opt_b.alpha, opt.alpha)
+    assert opt_b.forward_passes == opt.forward_passes
+
+
+def test_lr_scheduler_attaches_to_the_optimizer():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    train(model, opt, batches(1))
+    schedule.step()
+    assert opt.base.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert opt.param_groups is opt.base.param_groups
+
+
+def test_bn_running_stats_update_on_the_first_pass_only():
+    model = bn_net()
+    x, y = batches(1)[0]
+    reference = copy.deepcopy(model)
+    reference.train()
+    with torch.no_grad():
+        reference(x)  # one clean pass: what the running stats must become
+    opt = XSAM(model.parameters(), base=SGD, steps=3, search_every=1)
+    closure = BatchClosure(model, nn.functional.cross_entropy, x, y)
+    opt.step(closure)
+    assert closure.calls == 3 + 1 + len(opt.alpha_grid)
+    bn, ref_bn = model[1], reference[1]
+    assert torch.equal(bn.running_mean, ref_bn.running_mean)
+    assert torch.equal(bn.running_var, ref_bn.running_var)
+    assert int(bn.num_batches_tracked) == 1
+
+
+def test_frozen_bn_stats_restores_tracking_and_leaves_eval_alone():
+    model = bn_net()
+    with frozen_bn_stats(model):
+        model(torch.randn(8, 4))
+        assert not model[1].track_running_stats
+    assert model[1].track_running_stats and int(model[1].num_batches_tracked) == 0

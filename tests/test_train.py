@@ -1,0 +1,207 @@
+"""train.py end to end on the embedded digits: smoke runs, resume, W&B, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf, open_dict
+
+import train
+from xsam.config_checks import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+OPTIMIZERS = sorted(p.stem for p in (CONFIGS / "optimizer").glob("*.yaml"))
+FAST = ["epochs=2", "progress=false", "logger.mode=disabled", "batch_size=200"]
+
+
+def compose_run(overrides: list[str]):
+    """The task config and the group choices, as @hydra.main would hand them to run()."""
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    choices = dict(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob("*/*/meta.json"))
+
+
+def train_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, **kwargs,
+    )
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_two_epoch_smoke_run_per_optimizer(tmp_path, optimizer):
+    cfg, choices = compose_run([f"optimizer={optimizer}", f"run_root={tmp_path}", *FAST])
+    summary = train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    assert run_dir.name.startswith(f"digits-small_cnn-{optimizer}-s0-")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert summary["final"] == records[-1] and summary["status"] == "finished"
+    steps = records[-1]["step"]
+    k = cfg.optimizer.steps
+    assert summary["compute"]["backward_passes"] == steps * (k + 1 if k else 1)
+    assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in records)
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["choices"]["optimizer"] == optimizer and "commit" in meta["git"]
+
+
+def test_relaunching_a_finished_run_does_nothing(tmp_path, caplog):
+    cfg, choices = compose_run([f"run_root={tmp_path}", *FAST])
+    train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    assert train.run(cfg, choices) is None
+    assert "already finished" in caplog.text
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_run_directory_name_follows_the_config(tmp_path):
+    a, _ = compose_run([f"run_root={tmp_path}", "seed=1"])
+    b, _ = compose_run([f"run_root={tmp_path / 'elsewhere'}", "seed=1", "logger.mode=disabled"])
+    c, _ = compose_run([f"run_root={tmp_path}", "seed=1", "optimizer.rho=0.2"])
+    digest = [train.config_hash(train.semantic_config(x)) for x in (a, b, c)]
+    assert digest[0] == digest[1] != digest[2]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("lr=-0.1", "lr"), ("batch_size=0", "batch_size"), ("optimizer.rho=-1", "optimizer.rho"),
+     ("epochs=two", "epochs"), ("optimizer.steps=0", "optimizer.steps"),
+     ("logger.mode=sometimes", "logger.mode")],
+)
+def test_bad_values_name_the_key(tmp_path, override, key):
+    cfg, choices = compose_run([f"run_root={tmp_path}", override, *FAST])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        train.run(cfg, choices)
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_input_on_the_command_line_exits_nonzero_and_writes_nothing(tmp_path):
+    root = f"run_root={tmp_path}"
+    cfg, choices = compose_run([root, *FAST])
+    train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    bad = train_cli([root, "lr=-1", *FAST])
+    assert bad.returncode != 0
+    errors = [line for line in bad.stderr.splitlines() + bad.stdout.splitlines() if "lr must be" in line]
+    assert len(errors) == 1, bad.stderr
+    unknown = train_cli([root, "optimizer.rhoo=0.1", *FAST])
+    assert unknown.returncode != 0 and "optimizer.rhoo" in unknown.stderr
+    missing = train_cli([root, "dataset=cifar10", "data_root=/nonexistent", *FAST])
+    assert missing.returncode == 2 and "/nonexistent/cifar10" in missing.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == before
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
+    cfg, choices = compose_run([f"run_root={tmp_path}", "lr=1e30", "optimizer=sgd", *FAST])
+    with pytest.raises(train.engine.NonFiniteLoss, match="non-finite loss"):
+        train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    assert not (run_dir / "checkpoint.pt").exists()  # nothing bad was saved
+    assert not (run_dir / "summary.json").exists()
+
+
+def test_kill_mid_epoch_and_resume_is_bit_identical(tmp_path):
+    args = ["epochs=3", "batch_size=16", "progress=false", "logger.mode=disabled",
+            "optimizer.search_every=7"]
+    reference = train_cli([f"run_root={tmp_path / 'ref'}", *args])
+    assert reference.returncode == 0, reference.stderr
+    root = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), f"run_root={root}", *args],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not list(root.glob("*/*/checkpoint.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into epoch 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    (killed_dir,) = run_dirs(root)
+    assert not (killed_dir / "summary.json").exists(), "the run finished before it was killed"
+    resumed = train_cli([f"run_root={root}", *args])
+    assert resumed.returncode == 0, resumed.stderr
+    (ref_dir,) = run_dirs(tmp_path / "ref")
+    assert killed_dir.name == ref_dir.name
+    ref, got = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (ref_dir, killed_dir))
+    for name, tensor in ref["model"].items():
+        assert torch.equal(tensor, got["model"][name]), name
+    assert ref["optimizer"]["alpha"] == got["optimizer"]["alpha"]
+    lines = [(d / "metrics.jsonl").read_text().splitlines() for d in (ref_dir, killed_dir)]
+    strip = [[{k: v for k, v in json.loads(x).items() if not k.startswith("time/")} for x in ls] for ls in lines]
+    assert strip[0] == strip[1]
+
+
+def test_wandb_offline_run_reads_back_with_wandbs_own_tools(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg, choices = compose_run([f"run_root={tmp_path}", "epochs=2", "progress=false", "batch_size=200"])
+    train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["config"]["choices"] == choices_subset(choices)
+    assert summary["config"]["optimizer"]["rho"] == cfg.optimizer.rho
+    history = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+                             capture_output=True, text=True, timeout=120).stdout
+    rows = [json.loads(x)["history"]["item"] for x in history.splitlines() if '"history"' in x]
+    metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["test/acc"] for r in rows] == [m["test/acc"] for m in metrics]
+    assert all("xsam/alpha" in r and "train/loss" in r for r in rows)
+
+
+def choices_subset(choices: dict) -> dict:
+    return {g: choices[g] for g in train.GROUPS}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "optimizer", "schedule", "logger"])
+def test_every_config_option_composes_and_resolves(group):
+    for option in options(group):
+        cfg, choices = compose_run([f"{group}={option}"])
+        assert choices[group] == option
+        assert OmegaConf.to_container(cfg, resolve=True)[group]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+@pytest.mark.parametrize("schedule", options("schedule"))
+def test_every_optimizer_and_schedule_builds(optimizer, schedule):
+    cfg, _ = compose_run([f"optimizer={optimizer}", f"schedule={schedule}"])
+    opt = train.build_optimizer(cfg, torch.nn.Linear(2, 2), steps_per_epoch=5)
+    schedule = instantiate(cfg.schedule)(opt)
+    assert opt.search_every == (5 if cfg.optimizer.search_every == "epoch" else cfg.optimizer.search_every)
+    assert opt.param_groups[0]["lr"] == cfg.lr
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_option_builds_for_its_dataset(model):
+    dataset = "imagenet" if model.endswith(("_imagenet", "_s16")) else "cifar100"
+    cfg, _ = compose_run([f"model={model}", f"dataset={dataset}"])
+    net = instantiate(cfg.model)
+    out_features = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert out_features == cfg.dataset.num_classes
