@@ -64,8 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--wandb", action="store_true", help="log the numbers to the run's W&B run")
     for name in _FORWARDED:  # defaults live in evaluate_sharpness only
         d = defaults[name].default
-        p.add_argument("--" + name.replace("_", "-"), type=type(d), default=None,
-                       help=f"default {d}")
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=type(d), default=None, help=f"default {d}"
+        )
     return p.parse_args(argv)
 
 
@@ -74,12 +75,21 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, model, splits = load_run(args.run_dir)
     device = pick_device(cfg, args.device)
     batch_size = args.batch_size or OmegaConf.select(cfg, "batch_size", default=128)
-    batches = fixed_batches(splits.train, batches=args.batches, batch_size=batch_size,
-                            seed=args.data_seed, device=device)
+    batches = fixed_batches(
+        splits.train,
+        batches=args.batches,
+        batch_size=batch_size,
+        seed=args.data_seed,
+        device=device,
+    )
     kwargs = {k: getattr(args, k) for k in _FORWARDED if getattr(args, k) is not None}
     result = evaluate_sharpness(model.to(device), batches, nn.CrossEntropyLoss(), **kwargs)
-    result |= {"batches": len(batches), "batch_size": batch_size, "data_seed": args.data_seed,
-               "device": device}
+    result |= {
+        "batches": len(batches),
+        "batch_size": batch_size,
+        "data_seed": args.data_seed,
+        "device": device,
+    }
     out = args.run_dir / "sharpness.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.run_dir.name}: {summary_line(result)} -> {out}")

@@ -45,8 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--grid", type=int, default=41, help="grid points per axis")
     p.add_argument("--extent", type=float, default=1.5, help="grid half-width / rho_max")
     p.add_argument("--angles", type=int, default=720, help="angles on the circle sweep")
-    p.add_argument("--bn", choices=["batch", "eval"], default="batch",
-                   help="BatchNorm statistics: the batch's (as the optimizer) or running")
+    p.add_argument(
+        "--bn",
+        choices=["batch", "eval"],
+        default="batch",
+        help="BatchNorm statistics: the batch's (as the optimizer) or running",
+    )
     p.add_argument("--device", default=None, help="default: the run's device (auto: CUDA if any)")
     p.add_argument("--wandb", action="store_true", help="log the PNG to the run's W&B run")
     return p.parse_args(argv)
@@ -69,24 +73,31 @@ def main(argv: list[str] | None = None) -> Landscape:
     device = pick_device(cfg, args.device)
     rho, steps, rho_max = geometry(cfg, args)
     batch_size = args.batch_size or OmegaConf.select(cfg, "batch_size", default=128)
-    batch = fixed_batches(splits.train, batches=1, batch_size=batch_size, seed=args.data_seed,
-                          device=device)
+    batch = fixed_batches(
+        splits.train, batches=1, batch_size=batch_size, seed=args.data_seed, device=device
+    )
     loss_fn = batch_loss(model.to(device), nn.CrossEntropyLoss(), batch, bn=args.bn)
     params = [p for p in model.parameters() if p.requires_grad]
     plane = xsam_plane(loss_fn, params, rho=rho, steps=steps)
     alpha = choose_alpha(cfg, args, loss_fn, params, plane, rho_max)
     span = args.extent * rho_max * np.linspace(-1.0, 1.0, args.grid)
-    land = landscape(loss_fn, params, plane, alpha=alpha, rho_max=rho_max, xs=span, ys=span,
-                     n_angles=args.angles)
+    land = landscape(
+        loss_fn, params, plane, alpha=alpha, rho_max=rho_max, xs=span, ys=span, n_angles=args.angles
+    )
     png = args.run_dir / "figures" / "landscape.png"
     plot_landscape(land, png)
     save_npz(land, png.with_suffix(".npz"))
     angles = " ".join(f"{n}={np.degrees(a):.1f}" for n, a in land.circle.angle_to_max.items())
-    print(f"{args.run_dir.name}: t={np.degrees(plane.t):.1f} deg alpha={alpha:g} "
-          f"alpha*={land.circle.alpha_star:.2f} angle to max (deg): {angles} -> {png}")
+    print(
+        f"{args.run_dir.name}: t={np.degrees(plane.t):.1f} deg alpha={alpha:g} "
+        f"alpha*={land.circle.alpha_star:.2f} angle to max (deg): {angles} -> {png}"
+    )
     if args.wandb:
-        log_to_wandb(args.run_dir, images={"diagnostics/landscape": png},
-                     **wandb_target(args.run_dir, dict(cfg.get("logger") or {})))
+        log_to_wandb(
+            args.run_dir,
+            images={"diagnostics/landscape": png},
+            **wandb_target(args.run_dir, dict(cfg.get("logger") or {})),
+        )
     return land
 
 
@@ -104,12 +115,29 @@ def choose_alpha(cfg, args, loss_fn, params, plane, rho_max: float) -> float:
 def save_npz(land: Landscape, path: Path) -> None:
     """The figure's numbers: arrays as arrays, the rest as one JSON string."""
     c = land.circle
-    meta = {"points": land.points, "angle_to_max": c.angle_to_max,
-            "candidate_loss": c.candidate_loss, "circle_max_loss": c.loss, "phi": c.phi,
-            "alpha_star": c.alpha_star, "loss_0": land.loss_0, "t": land.t, "alpha": land.alpha,
-            "rho": land.rho, "rho_max": land.rho_max, "steps": land.steps}
-    np.savez(path, xs=land.xs, ys=land.ys, loss=land.loss, circle_angles=c.angles,
-             circle_loss=c.losses, meta=json.dumps(meta))
+    meta = {
+        "points": land.points,
+        "angle_to_max": c.angle_to_max,
+        "candidate_loss": c.candidate_loss,
+        "circle_max_loss": c.loss,
+        "phi": c.phi,
+        "alpha_star": c.alpha_star,
+        "loss_0": land.loss_0,
+        "t": land.t,
+        "alpha": land.alpha,
+        "rho": land.rho,
+        "rho_max": land.rho_max,
+        "steps": land.steps,
+    }
+    np.savez(
+        path,
+        xs=land.xs,
+        ys=land.ys,
+        loss=land.loss,
+        circle_angles=c.angles,
+        circle_loss=c.losses,
+        meta=json.dumps(meta),
+    )
 
 
 if __name__ == "__main__":

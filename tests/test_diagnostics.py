@@ -59,8 +59,9 @@ def quadratic(rotated: bool, seed: int = 0):
 @pytest.mark.parametrize("rotated", [False, True])
 def test_top_eigenvalue_of_a_quadratic(rotated):
     loss_fn, params, _, q = quadratic(rotated)
-    eig = top_eigenvalue(loss_fn, params, iters=500, tol=1e-10,
-                         generator=torch.Generator().manual_seed(1))
+    eig = top_eigenvalue(
+        loss_fn, params, iters=500, tol=1e-10, generator=torch.Generator().manual_seed(1)
+    )
     assert eig.converged
     assert eig.eigenvalue == pytest.approx(max(SPECTRUM), rel=1e-6)
     v = torch.cat(eig.eigenvector)
@@ -118,8 +119,9 @@ def loss_fn_at(a, x):
 def net():
     """A trained-a-little MLP with BatchNorm, one batch, and the closure on it."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 12), nn.BatchNorm1d(12), nn.ReLU(),
-                          nn.Linear(12, 10))
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 12), nn.BatchNorm1d(12), nn.ReLU(), nn.Linear(12, 10)
+    )
     x, y = torch.randn(48, 1, 8, 8), torch.randint(0, 10, (48,))
     opt = torch.optim.SGD(model.parameters(), lr=0.3)
     for _ in range(20):
@@ -147,8 +149,12 @@ def flat(vs):
 def test_plane_geometry(net, steps):
     model, batch = net
     params = list(model.parameters())
-    plane = xsam_plane(batch_loss(model, nn.functional.cross_entropy, batch, bn="batch"),
-                       params, rho=0.2, steps=steps)
+    plane = xsam_plane(
+        batch_loss(model, nn.functional.cross_entropy, batch, bn="batch"),
+        params,
+        rho=0.2,
+        steps=steps,
+    )
     v0, v1 = flat(plane.v0), flat(plane.v1)
     assert v0.norm().item() == pytest.approx(1, abs=1e-6)
     assert plane.t == pytest.approx(math.acos((v0 @ v1).item()), abs=1e-6)
@@ -170,8 +176,14 @@ def test_plane_matches_the_optimizer(net, steps):
     closure_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
     plane = xsam_plane(closure_fn, params, rho=0.2, steps=steps)
     alpha, _, losses = search_alpha(closure_fn, params, plane, rho_max=0.4)
-    opt = optim.XSAM(params, base=lambda p: torch.optim.SGD(p, lr=0.0), rho=0.2, steps=steps,
-                     search_every=1, rho_max=0.4)
+    opt = optim.XSAM(
+        params,
+        base=lambda p: torch.optim.SGD(p, lr=0.0),
+        rho=0.2,
+        steps=steps,
+        search_every=1,
+        rho_max=0.4,
+    )
     opt.step(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
     d = opt.diagnostics
     assert d["angle"].item() == pytest.approx(plane.t, abs=1e-5)
@@ -207,12 +219,16 @@ def test_circle_maximum_beats_every_candidate(net, steps):
     loss_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
     rho_max = 0.5
     plane = xsam_plane(loss_fn, params, rho=0.2, steps=steps)
-    circ = circle_max(loss_fn, params, plane, plane_axes(plane), alpha=1.4, rho_max=rho_max,
-                      n_angles=90)
+    circ = circle_max(
+        loss_fn, params, plane, plane_axes(plane), alpha=1.4, rho_max=rho_max, n_angles=90
+    )
     w0, v0, v1 = flat(params), flat(plane.v0), flat(plane.v1)
     t = plane.t
-    on_plane = {"v0": v0, "g_k": v1,
-                "xsam": (math.sin(-0.4 * t) * v0 + math.sin(1.4 * t) * v1) / math.sin(t)}
+    on_plane = {
+        "v0": v0,
+        "g_k": v1,
+        "xsam": (math.sin(-0.4 * t) * v0 + math.sin(1.4 * t) * v1) / math.sin(t),
+    }
     if steps == 1:
         on_plane["g_0"] = flat(plane.g_0)
     for name, d in on_plane.items():
@@ -237,10 +253,19 @@ DIAGNOSTICS = {
     "worst_case_increase": lambda f, p: worst_case_increase(f, p, rho=0.3, steps=4),
     "xsam_plane": run_plane,
     "search_alpha": lambda f, p: search_alpha(f, p, run_plane(f, p), rho_max=0.4),
-    "landscape": lambda f, p: landscape(f, p, run_plane(f, p), alpha=1.2, rho_max=0.4,
-                                        xs=np.linspace(-1, 1, 3), ys=np.zeros(2), n_angles=8),
+    "landscape": lambda f, p: landscape(
+        f,
+        p,
+        run_plane(f, p),
+        alpha=1.2,
+        rho_max=0.4,
+        xs=np.linspace(-1, 1, 3),
+        ys=np.zeros(2),
+        n_angles=8,
+    ),
     "direction_diagnostics": lambda f, p: direction_diagnostics(
-        f, p, rho=0.2, steps=2, rho_max=0.4, alpha=1.0, n_angles=8),
+        f, p, rho=0.2, steps=2, rho_max=0.4, alpha=1.0, n_angles=8
+    ),
 }
 
 
@@ -250,8 +275,9 @@ def test_diagnostics_leave_the_model_bit_exactly_as_it_was(net, name, bn):
     model, batch = net
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}  # weights and BN buffers
-    DIAGNOSTICS[name](batch_loss(model, nn.functional.cross_entropy, batch, bn=bn),
-                      list(model.parameters()))
+    DIAGNOSTICS[name](
+        batch_loss(model, nn.functional.cross_entropy, batch, bn=bn), list(model.parameters())
+    )
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in model.parameters())
@@ -262,14 +288,16 @@ def test_evaluate_sharpness(net):
     model, batch = net
     model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    r = evaluate_sharpness(model, batch, nn.CrossEntropyLoss(), rho=0.1, ascent_steps=5,
-                           eig_iters=20, trace_samples=10)
+    r = evaluate_sharpness(
+        model, batch, nn.CrossEntropyLoss(), rho=0.1, ascent_steps=5, eig_iters=20, trace_samples=10
+    )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training
     assert r["sharpness/top_eigenvalue"] > 0 and r["sharpness/trace"] > 0
     assert 0 < r["sharpness/worst_case_increase"] and r["sharpness/delta_norm"] <= 0.1 + 1e-6
-    assert r["sharpness/loss"] == pytest.approx(flat_loss(model, batch, flat(model.parameters())
-                                                          .float(), bn_train=False), rel=1e-5)
+    assert r["sharpness/loss"] == pytest.approx(
+        flat_loss(model, batch, flat(model.parameters()).float(), bn_train=False), rel=1e-5
+    )
 
 
 # --- figures ---------------------------------------------------------------------------
@@ -282,10 +310,19 @@ def assert_png(path: Path):
 
 
 def records(n=12, scale=1.0):
-    return [{"step": 10 * i, "xsam/alpha": 0.1 * (i // 3), "xsam/angle": 0.3 + 0.01 * i,
-             "diag/alpha_star": 0.1 * (i // 3) + 0.05, "diag/angle/g_0": 0.5 * scale,
-             "diag/angle/v0": 0.4, "diag/angle/g_k": 0.2, "diag/angle/xsam": 0.1}
-            for i in range(n)]
+    return [
+        {
+            "step": 10 * i,
+            "xsam/alpha": 0.1 * (i // 3),
+            "xsam/angle": 0.3 + 0.01 * i,
+            "diag/alpha_star": 0.1 * (i // 3) + 0.05,
+            "diag/angle/g_0": 0.5 * scale,
+            "diag/angle/v0": 0.4,
+            "diag/angle/g_k": 0.2,
+            "diag/angle/xsam": 0.1,
+        }
+        for i in range(n)
+    ]
 
 
 def test_landscape_figure_renders(net, tmp_path):
@@ -293,8 +330,16 @@ def test_landscape_figure_renders(net, tmp_path):
     params = list(model.parameters())
     loss_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
     plane = xsam_plane(loss_fn, params, rho=0.2, steps=2)
-    land = landscape(loss_fn, params, plane, alpha=1.2, rho_max=0.4,
-                     xs=np.linspace(-0.6, 0.6, 7), ys=np.linspace(-0.6, 0.6, 7), n_angles=24)
+    land = landscape(
+        loss_fn,
+        params,
+        plane,
+        alpha=1.2,
+        rho_max=0.4,
+        xs=np.linspace(-0.6, 0.6, 7),
+        ys=np.linspace(-0.6, 0.6, 7),
+        n_angles=24,
+    )
     fig = plot_landscape(land, tmp_path / "figures" / "landscape.png")
     assert fig.axes
     assert_png(tmp_path / "figures" / "landscape.png")
@@ -303,8 +348,10 @@ def test_landscape_figure_renders(net, tmp_path):
 @pytest.mark.parametrize("plot", [plot_alpha, plot_angles])
 @pytest.mark.parametrize("runs", ["several", "empty"])
 def test_training_figures_render(plot, runs, tmp_path):
-    data = {"several": {"a": records(), "b": records(5, 2.0)},
-            "empty": [{"step": 0, "train/loss": 1.0}]}[runs]
+    data = {
+        "several": {"a": records(), "b": records(5, 2.0)},
+        "empty": [{"step": 0, "train/loss": 1.0}],
+    }[runs]
     plot(data, tmp_path / f"{runs}.png")
     assert_png(tmp_path / f"{runs}.png")
 
@@ -376,8 +423,20 @@ def script(monkeypatch):
 
 def test_eval_checkpoint_end_to_end(run_dir, script, capsys):
     result = script("eval_checkpoint").main(
-        [str(run_dir), "--batches", "2", "--eig-iters", "20", "--trace-samples", "8",
-         "--ascent-steps", "5", "--rho", "0.1"])
+        [
+            str(run_dir),
+            "--batches",
+            "2",
+            "--eig-iters",
+            "20",
+            "--trace-samples",
+            "8",
+            "--ascent-steps",
+            "5",
+            "--rho",
+            "0.1",
+        ]
+    )
     saved = json.loads((run_dir / "sharpness.json").read_text())
     assert saved == pytest.approx(result) or saved.keys() == result.keys()
     for key in ["sharpness/top_eigenvalue", "sharpness/trace", "sharpness/worst_case_increase"]:

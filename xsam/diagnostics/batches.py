@@ -31,7 +31,11 @@ BNMode = Literal["eval", "batch"]
 
 
 def fixed_batches(
-    dataset: Dataset, *, batches: int, batch_size: int, seed: int = 0,
+    dataset: Dataset,
+    *,
+    batches: int,
+    batch_size: int,
+    seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> list[Batch]:
     """``batches`` batches of a seeded random subset, materialized once on ``device``.
@@ -46,8 +50,11 @@ def fixed_batches(
 
 
 def batch_loss(
-    model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], batches: Sequence[Batch],
-    *, bn: BNMode = "eval",
+    model: nn.Module,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    batches: Sequence[Batch],
+    *,
+    bn: BNMode = "eval",
 ) -> Callable[[], Tensor]:
     """A zero-argument closure: the mean of ``loss_fn(model(x), y)`` over all examples.
 
@@ -72,7 +79,8 @@ def _forward(model: nn.Module, x: Tensor, bn: BNMode) -> Tensor:
         return model(x)
     # BN in train mode updates its buffers in place: hand it copies, keep the live ones intact
     copies = {
-        name: b.clone() for name, b in model.named_buffers()
+        name: b.clone()
+        for name, b in model.named_buffers()
         if isinstance(model.get_submodule(name.rpartition(".")[0]), _BatchNorm)
     }
     return functional_call(model, copies, (x,))

@@ -44,7 +44,8 @@ class Trace:
 
 
 def hvp_operator(
-    loss_fn: LossFn, params: Sequence[Tensor],
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
 ) -> Callable[[Sequence[Tensor]], list[Tensor]]:
     """v -> H v at the current weights; the first-order graph is built once and reused."""
     params = list(params)
@@ -57,8 +58,11 @@ def hvp_operator(
         if not live:
             return out
         hv = torch.autograd.grad(
-            [grads[i] for i in live], params, grad_outputs=[v[i] for i in live],
-            retain_graph=True, allow_unused=True,
+            [grads[i] for i in live],
+            params,
+            grad_outputs=[v[i] for i in live],
+            retain_graph=True,
+            allow_unused=True,
         )
         return [h.detach() if h is not None else o for h, o in zip(hv, out, strict=True)]
 
@@ -66,7 +70,11 @@ def hvp_operator(
 
 
 def top_eigenvalue(
-    loss_fn: LossFn, params: Sequence[Tensor], *, iters: int = 100, tol: float = 1e-3,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    *,
+    iters: int = 100,
+    tol: float = 1e-3,
     generator: torch.Generator | None = None,
 ) -> Eigen:
     """Power iteration on H v; stops when |lambda_i - lambda_{i-1}| <= tol * |lambda_{i-1}|.
@@ -95,7 +103,10 @@ def top_eigenvalue(
 
 
 def hessian_trace(
-    loss_fn: LossFn, params: Sequence[Tensor], *, samples: int = 100,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    *,
+    samples: int = 100,
     generator: torch.Generator | None = None,
 ) -> Trace:
     """Hutchinson's estimate of tr(H) from ``samples`` Rademacher vectors."""

@@ -59,7 +59,12 @@ def _grad(loss_fn: LossFn, params: list[Tensor]) -> tuple[float, list[Tensor]]:
 
 
 def xsam_plane(
-    loss_fn: LossFn, params: Sequence[Tensor], *, rho: float, steps: int = 1, eps: float = 1e-12,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    *,
+    rho: float,
+    steps: int = 1,
+    eps: float = 1e-12,
 ) -> Plane:
     """v0, v1 and t as in steps 1-3 of the algorithm: k ascent steps, then g_k."""
     if rho <= 0 or steps < 1:
@@ -83,8 +88,16 @@ def xsam_plane(
     v1 = vec.scaled(g_k, 1.0 / (norm_k + eps))
     t = math.acos(min(1.0, max(-1.0, vec.dot(v0, v1).item())))
     return Plane(
-        v0=v0, v1=v1, g_0=vec.scaled(g_0, 1.0 / (norm_0 + eps)), t=t, rho=rho, steps=steps,
-        ascent_norm=ascent_norm, loss_0=loss_0, loss_k=loss_k, grad_norm_0=norm_0,
+        v0=v0,
+        v1=v1,
+        g_0=vec.scaled(g_0, 1.0 / (norm_0 + eps)),
+        t=t,
+        rho=rho,
+        steps=steps,
+        ascent_norm=ascent_norm,
+        loss_0=loss_0,
+        loss_k=loss_k,
+        grad_norm_0=norm_0,
         grad_norm_k=norm_k,
     )
 
@@ -100,7 +113,9 @@ def xsam_direction(plane: Plane, alpha: float) -> list[Tensor]:
 
 @torch.no_grad()
 def loss_at(
-    loss_fn: LossFn, params: Sequence[Tensor], w0: Sequence[Tensor],
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    w0: Sequence[Tensor],
     terms: Sequence[tuple[float, Sequence[Tensor]]],
 ) -> float:
     """L(w0 + sum_j c_j u_j); leaves the parameters at that point (callers restore)."""
@@ -109,8 +124,13 @@ def loss_at(
 
 
 def search_alpha(
-    loss_fn: LossFn, params: Sequence[Tensor], plane: Plane, *, rho_max: float,
-    alpha_max: float = 2.0, alpha_delta: float = 0.1,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    plane: Plane,
+    *,
+    rho_max: float,
+    alpha_max: float = 2.0,
+    alpha_delta: float = 0.1,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Step 5 of the algorithm: the alpha on 0, delta, ..., alpha_max with the largest
     L(theta0 + rho_max d(alpha)), the first one on ties. Returns (alpha, alphas, losses)."""
@@ -118,10 +138,12 @@ def search_alpha(
     params = list(params)
     w0 = vec.snapshot(params)
     try:
-        losses = np.array([
-            loss_at(loss_fn, params, w0, [(rho_max, xsam_direction(plane, float(a)))])
-            for a in alphas
-        ])
+        losses = np.array(
+            [
+                loss_at(loss_fn, params, w0, [(rho_max, xsam_direction(plane, float(a)))])
+                for a in alphas
+            ]
+        )
     finally:
         vec.assign(params, w0)
     return float(alphas[int(np.argmax(losses))]), alphas, losses  # argmax: first of ties
@@ -149,39 +171,53 @@ def coords(u: Sequence[Tensor], axes: Axes) -> tuple[float, float]:
 
 
 def loss_grid(
-    loss_fn: LossFn, params: Sequence[Tensor], axes: Axes, xs: np.ndarray, ys: np.ndarray,
-    *, w0: Sequence[Tensor] | None = None,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    axes: Axes,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    *,
+    w0: Sequence[Tensor] | None = None,
 ) -> np.ndarray:
     """``Z[j, i] = L(w0 + xs[i] e0 + ys[j] e1)``; w0 defaults to the current weights."""
     params = list(params)
     current = vec.snapshot(params)
     w0 = current if w0 is None else list(w0)
     try:
-        z = np.array([[loss_at(loss_fn, params, w0, [(x, axes[0]), (y, axes[1])]) for x in xs]
-                      for y in ys])
+        z = np.array(
+            [[loss_at(loss_fn, params, w0, [(x, axes[0]), (y, axes[1])]) for x in xs] for y in ys]
+        )
     finally:
         vec.assign(params, current)
     return z
 
 
 def circle_sweep(
-    loss_fn: LossFn, params: Sequence[Tensor], axes: Axes, *, radius: float, angles: np.ndarray,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    axes: Axes,
+    *,
+    radius: float,
+    angles: np.ndarray,
 ) -> np.ndarray:
     """L(w0 + radius (cos phi e0 + sin phi e1)) for each phi, w0 the current weights."""
     xs, ys = radius * np.cos(angles), radius * np.sin(angles)
     params = list(params)
     w0 = vec.snapshot(params)
     try:
-        return np.array([loss_at(loss_fn, params, w0, [(x, axes[0]), (y, axes[1])])
-                         for x, y in zip(xs, ys, strict=True)])
+        return np.array(
+            [
+                loss_at(loss_fn, params, w0, [(x, axes[0]), (y, axes[1])])
+                for x, y in zip(xs, ys, strict=True)
+            ]
+        )
     finally:
         vec.assign(params, w0)
 
 
 def candidate_directions(plane: Plane, alpha: float) -> dict[str, list[Tensor]]:
     """The unit directions the XSAM family can take (see the module docstring)."""
-    return {"g_0": plane.g_0, "v0": plane.v0, "g_k": plane.v1,
-            "xsam": xsam_direction(plane, alpha)}
+    return {"g_0": plane.g_0, "v0": plane.v0, "g_k": plane.v1, "xsam": xsam_direction(plane, alpha)}
 
 
 def angle_between(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
@@ -205,8 +241,14 @@ class CircleMax:
 
 
 def circle_max(
-    loss_fn: LossFn, params: Sequence[Tensor], plane: Plane, axes: Axes, *, alpha: float,
-    rho_max: float, n_angles: int = 720,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    plane: Plane,
+    axes: Axes,
+    *,
+    alpha: float,
+    rho_max: float,
+    n_angles: int = 720,
 ) -> CircleMax:
     """Dense sweep of the circle (plus the candidates' own angles, so that a candidate on the
     plane can never beat the maximum by falling between two sweep angles)."""
@@ -226,8 +268,12 @@ def circle_max(
     finally:
         vec.assign(params, w0)
     return CircleMax(
-        angles=angles, losses=losses, phi=phi, loss=float(losses[j]),
-        alpha_star=phi / plane.t if plane.t > 0 else float("nan"), coords=proj,
+        angles=angles,
+        losses=losses,
+        phi=phi,
+        loss=float(losses[j]),
+        alpha_star=phi / plane.t if plane.t > 0 else float("nan"),
+        coords=proj,
         candidate_loss=cand_loss,
         angle_to_max={n: angle_between(u_max, u) for n, u in cands.items()},
     )
@@ -251,38 +297,64 @@ class Landscape:
 
 
 def landscape(
-    loss_fn: LossFn, params: Sequence[Tensor], plane: Plane, *, alpha: float, rho_max: float,
-    xs: np.ndarray, ys: np.ndarray, n_angles: int = 720,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    plane: Plane,
+    *,
+    alpha: float,
+    rho_max: float,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    n_angles: int = 720,
 ) -> Landscape:
     """The loss on the grid ``xs x ys`` of the plane around the current weights, with the
     candidate directions and the circle maximum. Costs len(xs) * len(ys) + n_angles + 4
     forward passes."""
     axes = plane_axes(plane)
-    circ = circle_max(loss_fn, params, plane, axes, alpha=alpha, rho_max=rho_max,
-                      n_angles=n_angles)
+    circ = circle_max(loss_fn, params, plane, axes, alpha=alpha, rho_max=rho_max, n_angles=n_angles)
     points = {"w0": (0.0, 0.0), "theta_k": (plane.ascent_norm, 0.0)}
     points |= {n: (rho_max * x, rho_max * y) for n, (x, y) in circ.coords.items()}
     points["max"] = (rho_max * math.cos(circ.phi), rho_max * math.sin(circ.phi))
     return Landscape(
-        xs=np.asarray(xs, dtype=float), ys=np.asarray(ys, dtype=float),
-        loss=loss_grid(loss_fn, params, axes, xs, ys), circle=circ, points=points,
-        loss_0=plane.loss_0, t=plane.t, alpha=alpha, rho=plane.rho, rho_max=rho_max,
+        xs=np.asarray(xs, dtype=float),
+        ys=np.asarray(ys, dtype=float),
+        loss=loss_grid(loss_fn, params, axes, xs, ys),
+        circle=circ,
+        points=points,
+        loss_0=plane.loss_0,
+        t=plane.t,
+        alpha=alpha,
+        rho=plane.rho,
+        rho_max=rho_max,
         steps=plane.steps,
     )
 
 
 def direction_diagnostics(
-    loss_fn: LossFn, params: Sequence[Tensor], *, rho: float, steps: int, rho_max: float,
-    alpha: float, n_angles: int = 360, eps: float = 1e-12,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    *,
+    rho: float,
+    steps: int,
+    rho_max: float,
+    alpha: float,
+    n_angles: int = 360,
+    eps: float = 1e-12,
 ) -> dict[str, float]:
     """Per-step record for ``diagnostics.jsonl`` / W&B: how far each candidate direction is
     from the true maximum on the circle. Costs steps + 1 gradients and n_angles + 4 forward
     passes; call it every N steps, on the batch about to be trained on."""
     plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, eps=eps)
-    circ = circle_max(loss_fn, params, plane, plane_axes(plane), alpha=alpha, rho_max=rho_max,
-                      n_angles=n_angles)
-    record = {"diag/t": plane.t, "diag/alpha": alpha, "diag/alpha_star": circ.alpha_star,
-              "diag/circle_max_loss": circ.loss, "diag/loss_0": plane.loss_0}
+    circ = circle_max(
+        loss_fn, params, plane, plane_axes(plane), alpha=alpha, rho_max=rho_max, n_angles=n_angles
+    )
+    record = {
+        "diag/t": plane.t,
+        "diag/alpha": alpha,
+        "diag/alpha_star": circ.alpha_star,
+        "diag/circle_max_loss": circ.loss,
+        "diag/loss_0": plane.loss_0,
+    }
     record |= {f"diag/angle/{n}": a for n, a in circ.angle_to_max.items()}
     record |= {f"diag/loss/{n}": v for n, v in circ.candidate_loss.items()}
     return record

@@ -19,10 +19,24 @@ Records = Sequence[Mapping[str, object]]
 Runs = Records | Mapping[str, Records]  # one run, or {label: records} to overlay several
 
 # one colour per direction, the same in every figure
-COLORS = {"g_0": "tab:orange", "v0": "tab:brown", "g_k": "tab:blue", "xsam": "tab:red",
-          "max": "gold", "theta_k": "black", "w0": "white"}
-LABELS = {"g_0": "g_0 (SGD+)", "v0": "v0 = d(0)", "g_k": "g_k (SAM)", "xsam": "d(alpha) (XSAM)",
-          "max": "max on circle", "theta_k": "theta_k", "w0": "w0"}
+COLORS = {
+    "g_0": "tab:orange",
+    "v0": "tab:brown",
+    "g_k": "tab:blue",
+    "xsam": "tab:red",
+    "max": "gold",
+    "theta_k": "black",
+    "w0": "white",
+}
+LABELS = {
+    "g_0": "g_0 (SGD+)",
+    "v0": "v0 = d(0)",
+    "g_k": "g_k (SAM)",
+    "xsam": "d(alpha) (XSAM)",
+    "max": "max on circle",
+    "theta_k": "theta_k",
+    "w0": "w0",
+}
 
 
 def plot_landscape(land: Landscape, path: str | Path, *, title: str | None = None) -> Figure:
@@ -33,29 +47,35 @@ def plot_landscape(land: Landscape, path: str | Path, *, title: str | None = Non
     cs = ax.contourf(land.xs, land.ys, land.loss, levels=30, cmap="viridis")
     ax.contour(land.xs, land.ys, land.loss, levels=15, colors="k", linewidths=0.3, alpha=0.5)
     fig.colorbar(cs, ax=ax, label="loss")
-    phi = np.linspace(0, 2 * math.pi, 361)
-    ax.plot(land.rho_max * np.cos(phi), land.rho_max * np.sin(phi), "w--", lw=1)
-    for name, (x, y) in land.points.items():
-        if name in ("w0", "theta_k", "max"):
-            marker = {"w0": "o", "theta_k": "s", "max": "*"}[name]
-            ax.plot(x, y, marker, color=COLORS[name], mec="k", ms=14 if name == "max" else 7,
-                    label=LABELS[name], zorder=5)
-        else:
-            # g_0 is dashed: for k = 1 it lies on v0; for k > 1 it leaves the plane and its
-            # arrow is the projection, shorter than rho_max
-            style = "--" if name == "g_0" else "-"
-            ax.annotate("", (x, y), (0, 0), arrowprops={
-                "arrowstyle": "->", "lw": 1.6, "color": COLORS[name], "linestyle": style})
-            off = math.hypot(x, y) < 0.999 * land.rho_max
-            ax.plot([], [], style, color=COLORS[name], label=LABELS[name] + " (projected)" * off)
-    ax.set(xlabel="e0 = v0", ylabel="e1 (v1 orthogonalized)", aspect="equal")
-    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
+    _plot_directions(ax, land)
     _plot_circle(ax_c, land)
-    fig.suptitle(title or (
+    default = (
         f"k={land.steps}  rho={land.rho:g}  rho_max={land.rho_max:g}  "
         f"t={math.degrees(land.t):.1f} deg  alpha={land.alpha:g}  "
-        f"alpha*={land.circle.alpha_star:.2f}"))
+        f"alpha*={land.circle.alpha_star:.2f}"
+    )
+    fig.suptitle(title or default)
     return _save(fig, path)
+
+
+def _plot_directions(ax, land: Landscape) -> None:
+    phi = np.linspace(0, 2 * math.pi, 361)
+    ax.plot(land.rho_max * np.cos(phi), land.rho_max * np.sin(phi), "w--", lw=1)
+    markers = {"w0": "o", "theta_k": "s", "max": "*"}
+    for name, (x, y) in land.points.items():
+        if name in markers:
+            kw = {"color": COLORS[name], "mec": "k", "ms": 14 if name == "max" else 7}
+            ax.plot(x, y, markers[name], zorder=5, label=LABELS[name], **kw)
+            continue
+        # g_0 is dashed: for k = 1 it lies on v0; for k > 1 it leaves the plane and its
+        # arrow is the projection, shorter than rho_max
+        style = "--" if name == "g_0" else "-"
+        arrow = {"arrowstyle": "->", "lw": 1.6, "color": COLORS[name], "linestyle": style}
+        ax.annotate("", (x, y), (0, 0), arrowprops=arrow)
+        off = math.hypot(x, y) < 0.999 * land.rho_max
+        ax.plot([], [], style, color=COLORS[name], label=LABELS[name] + " (projected)" * off)
+    ax.set(xlabel="e0 = v0", ylabel="e1 (v1 orthogonalized)", aspect="equal")
+    ax.legend(loc="lower left", fontsize=7, framealpha=0.8)
 
 
 def _plot_circle(ax, land: Landscape) -> None:
@@ -66,8 +86,11 @@ def _plot_circle(ax, land: Landscape) -> None:
     for name, (x, y) in circ.coords.items():
         ax.axvline(math.degrees(math.atan2(y, x)), color=COLORS[name], lw=1.2, label=LABELS[name])
     ax.plot(math.degrees(circ.phi), circ.loss, "*", color=COLORS["max"], mec="k", ms=14)
-    ax.set(xlabel="angle from v0 towards v1 (degrees)", ylabel="loss on the circle rho_max",
-           xlim=(-180, 180))
+    ax.set(
+        xlabel="angle from v0 towards v1 (degrees)",
+        ylabel="loss on the circle rho_max",
+        xlim=(-180, 180),
+    )
     ax.legend(fontsize=7)
 
 
@@ -84,15 +107,24 @@ def plot_alpha(runs: Runs, path: str | Path, *, title: str = "alpha over trainin
             ax.step(steps, alpha, where="post", color=color, label=f"{label} alpha".strip())
         steps_s, star = series(records, "diag/alpha_star")
         if len(steps_s):
-            ax.plot(steps_s, star, ".", color=color, alpha=0.6,
-                    label=f"{label} alpha* (true max)".strip())
+            ax.plot(
+                steps_s,
+                star,
+                ".",
+                color=color,
+                alpha=0.6,
+                label=f"{label} alpha* (true max)".strip(),
+            )
         drawn |= bool(len(steps) or len(steps_s))
     _finish(ax, drawn, xlabel="step", ylabel="alpha", title=title)
     return _save(fig, path)
 
 
 def plot_angles(
-    runs: Runs, path: str | Path, *, title: str = "angle to the true maximum direction",
+    runs: Runs,
+    path: str | Path,
+    *,
+    title: str = "angle to the true maximum direction",
 ) -> Figure:
     """``diag/angle/<direction>`` (degrees) against ``step``: one colour per direction, one
     line style per run; t, the angle between v0 and v1 (``xsam/angle``, else ``diag/t``), in
@@ -148,8 +180,9 @@ def _finish(ax, drawn: bool, *, xlabel: str, ylabel: str, title: str) -> None:
     if drawn:
         ax.legend(fontsize=7)
     else:  # an empty figure that says so beats a crash at the end of a sweep
-        ax.text(0.5, 0.5, "no data in the records", ha="center", va="center",
-                transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no data in the records", ha="center", va="center", transform=ax.transAxes
+        )
 
 
 def _save(fig: Figure, path: str | Path) -> Figure:

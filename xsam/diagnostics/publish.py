@@ -13,8 +13,13 @@ from pathlib import Path
 
 
 def log_to_wandb(
-    run_dir: str | Path, *, project: str, entity: str | None = None, group: str | None = None,
-    run_id: str | None = None, images: Mapping[str, str | Path] | None = None,
+    run_dir: str | Path,
+    *,
+    project: str,
+    entity: str | None = None,
+    group: str | None = None,
+    run_id: str | None = None,
+    images: Mapping[str, str | Path] | None = None,
     summary: Mapping[str, object] | None = None,
 ) -> None:
     """Log PNG files as ``wandb.Image`` (one step-less ``log`` call, so they land after the
@@ -22,8 +27,13 @@ def log_to_wandb(
     import wandb  # only the scripts that ask for W&B pay for the import
 
     run = wandb.init(
-        project=project, entity=entity, group=group, id=run_id, dir=str(run_dir),
-        resume="allow" if run_id else None, mode=os.environ.get("WANDB_MODE") or "offline",
+        project=project,
+        entity=entity,
+        group=group,
+        id=run_id,
+        dir=str(run_dir),
+        resume="allow" if run_id else None,
+        mode=os.environ.get("WANDB_MODE") or "offline",
     )
     try:
         if images:

@@ -33,8 +33,13 @@ class WorstCase:
 
 
 def worst_case_increase(
-    loss_fn: LossFn, params: Sequence[Tensor], *, rho: float, steps: int = 20,
-    step_size: float | None = None, eps: float = 1e-12,
+    loss_fn: LossFn,
+    params: Sequence[Tensor],
+    *,
+    rho: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    eps: float = 1e-12,
 ) -> WorstCase:
     """Multi-step ascent within the rho-ball; the weights are copied back bit-exactly."""
     params = list(params)
@@ -57,15 +62,25 @@ def worst_case_increase(
     finally:
         vec.assign(params, w0)
     return WorstCase(
-        increase=max(losses) - losses[0], delta_norm=vec.norm(delta).item(),
-        loss_0=losses[0], loss_max=max(losses),
+        increase=max(losses) - losses[0],
+        delta_norm=vec.norm(delta).item(),
+        loss_0=losses[0],
+        loss_max=max(losses),
     )
 
 
 def evaluate_sharpness(
-    model: nn.Module, batches: Sequence[Batch], loss_fn: Callable[[Tensor, Tensor], Tensor], *,
-    rho: float = 0.05, ascent_steps: int = 20, eig_iters: int = 100, eig_tol: float = 1e-3,
-    trace_samples: int = 100, seed: int = 0, bn: BNMode = "eval",
+    model: nn.Module,
+    batches: Sequence[Batch],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    *,
+    rho: float = 0.05,
+    ascent_steps: int = 20,
+    eig_iters: int = 100,
+    eig_tol: float = 1e-3,
+    trace_samples: int = 100,
+    seed: int = 0,
+    bn: BNMode = "eval",
 ) -> dict[str, float]:
     """lambda_max, tr(H) and the worst-case increase at radius rho, over ``batches``.
 
