@@ -81,7 +81,7 @@ def evaluate_sharpness(
     trace_samples: int = 100,
     seed: int = 0,
     bn: BNMode = "eval",
-) -> dict[str, float]:
+) -> dict[str, float | int | bool | str]:
     """lambda_max, tr(H) and the worst-case increase at radius rho, over ``batches``.
 
     ``loss_fn`` is the criterion (``loss_fn(logits, y)``, mean-reduced). The model's weights,
