@@ -16,12 +16,14 @@ from pathlib import Path
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xsam import checkpoint, engine
 from xsam.config_checks import ConfigError, check_config
 from xsam.data.loader import build_loader
+from xsam.models.param_groups import weight_decay_groups
 from xsam.rundir import RunDir, config_hash, new_meta, run_name
 from xsam.wandb_logger import WandbLogger
 
@@ -30,14 +32,18 @@ REPO = Path(__file__).resolve().parent
 # settings that change where or how a run is shown, not what it computes
 NOT_IN_HASH = ("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device")
 GROUPS = ("dataset", "model", "optimizer", "schedule")
+USER_ERRORS = (ConfigError, FileNotFoundError, engine.NonFiniteLoss)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | None:
     try:
         return run(cfg, HydraConfig.get().runtime.choices)
-    except (ConfigError, FileNotFoundError, engine.NonFiniteLoss) as err:
-        log.error("%s: %s", type(err).__name__, err)
+    except Exception as err:
+        cause = err.__cause__ if isinstance(err, InstantiationException) else err
+        if not isinstance(cause, USER_ERRORS):
+            raise
+        log.error("%s: %s", type(cause).__name__, cause)  # one line, no traceback
         sys.exit(2)
 
 
@@ -63,12 +69,21 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
     run_dir.create(OmegaConf.to_yaml(cfg, resolve=True), meta)
     state = resume(run_dir, model, opt, schedule)
     logger = WandbLogger(
-        **cfg.logger, tags=list(choices.values()), run_id=run_dir.read_meta()["run_id"],
-        name=run_dir.path.name, run_dir=run_dir.path,
-        config={**OmegaConf.to_container(cfg, resolve=True), "choices": choices, "git": meta["git"]},
+        **cfg.logger,
+        tags=list(choices.values()),
+        run_id=run_dir.read_meta()["run_id"],
+        name=run_dir.path.name,
+        run_dir=run_dir.path,
+        config={
+            **OmegaConf.to_container(cfg, resolve=True),
+            "choices": choices,
+            "git": meta["git"],
+        },
     )
     try:
-        state = train(cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state)
+        state = train(
+            cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state
+        )
         summary = finish(cfg, run_dir, opt, state, choices)
         logger.summary({"summary/" + k: v for k, v in summary["final"].items()})
     except BaseException:
@@ -104,13 +119,19 @@ def set_determinism(on: bool) -> None:
 
 def build_loaders(cfg: DictConfig, splits, device: torch.device):
     common = dict(
-        batch_size=cfg.batch_size, seed=cfg.seed, num_workers=cfg.loader.num_workers,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        num_workers=cfg.loader.num_workers,
         pin_memory=cfg.loader.pin_memory and device.type == "cuda",
         persistent_workers=cfg.loader.persistent_workers,
     )
     if len(splits.train) < cfg.batch_size:
-        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} training samples")
-    return build_loader(splits.train, train=True, **common), build_loader(splits.test, train=False, **common)
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} training samples"
+        )
+    return build_loader(splits.train, train=True, **common), build_loader(
+        splits.test, train=False, **common
+    )
 
 
 def build_model(cfg: DictConfig, device: torch.device):
@@ -123,9 +144,18 @@ def build_model(cfg: DictConfig, device: torch.device):
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: int):
     every = cfg.optimizer.search_every
-    return instantiate(cfg.optimizer, search_every=steps_per_epoch if every == "epoch" else every)(
-        model.parameters()
-    )
+    params = model.parameters()
+    if cfg.no_decay_norm_bias:  # ViT recipes: no weight decay on norm weights and biases
+        params = weight_decay_groups(model, weight_decay=cfg.optimizer.base.weight_decay)
+    search_every = steps_per_epoch if every == "epoch" else every
+    return instantiate(cfg.optimizer, search_every=search_every)(params)
+
+
+def build_loss(cfg: DictConfig):
+    """Cross-entropy; label smoothing here unless a batch mixup already smooths the targets."""
+    mixup = instantiate(cfg.dataset.get("mixup"))
+    smoothing = 0.0 if mixup is not None else cfg.dataset.get("label_smoothing", 0.0)
+    return torch.nn.CrossEntropyLoss(label_smoothing=smoothing), mixup
 
 
 def resume(run_dir: RunDir, model, opt, schedule) -> dict:
@@ -141,32 +171,56 @@ def resume(run_dir: RunDir, model, opt, schedule) -> dict:
     schedule.load_state_dict(ckpt["schedule"])
     checkpoint.set_rng_state(ckpt["rng"])
     dropped = run_dir.truncate_metrics(last_epoch=ckpt["epoch"])
-    log.info("resuming %s after epoch %d%s", run_dir.path, ckpt["epoch"],
-             f" (dropped {dropped} metrics line(s) of the interrupted epoch)" if dropped else "")
+    log.info(
+        "resuming %s after epoch %d%s",
+        run_dir.path,
+        ckpt["epoch"],
+        f" (dropped {dropped} metrics line(s) of the interrupted epoch)" if dropped else "",
+    )
     return {k: ckpt[k] for k in ("epoch", "wall_time_s", "eval_forward_passes")}
 
 
-def train(cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state) -> dict:
+def train(
+    cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state
+) -> dict:
     device = next(model.parameters()).device
     autocast = torch.bfloat16 if cfg.precision == "bf16" else None
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn, mixup = build_loss(cfg)
+    eval_loss = torch.nn.CrossEntropyLoss()
     for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
         started = time.perf_counter()
         train_loader.sampler.set_epoch(epoch)
         lr = opt.param_groups[0]["lr"]
         with ProgressBar(cfg, epoch, len(train_loader)) as bar:
             stats = engine.train_one_epoch(
-                net, train_loader, opt, loss_fn, device=device, autocast_dtype=autocast,
-                channels_last=cfg.channels_last, on_step=bar.update, check_every=cfg.sync_every,
+                net,
+                train_loader,
+                opt,
+                loss_fn,
+                device=device,
+                autocast_dtype=autocast,
+                channels_last=cfg.channels_last,
+                on_step=bar.update,
+                check_every=cfg.sync_every,
+                batch_transform=mixup,
             )
-        test = engine.evaluate(net, test_loader, loss_fn, device=device, autocast_dtype=autocast,
-                               channels_last=cfg.channels_last)
+        test = engine.evaluate(
+            net,
+            test_loader,
+            eval_loss,
+            device=device,
+            autocast_dtype=autocast,
+            channels_last=cfg.channels_last,
+        )
         schedule.step()
         state["eval_forward_passes"] += len(test_loader)
         state["wall_time_s"] += time.perf_counter() - started
         record = epoch_record(epoch, opt, stats, test, lr, time.perf_counter() - started)
         run_dir.append_metrics(record)
-        logger.log({k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch}, step=opt.step_count)
+        logger.log(
+            {k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch},
+            step=opt.step_count,
+        )
         log.info(epoch_line(cfg, record))
         state["epoch"] = epoch
         save_checkpoint(run_dir, model, opt, schedule, state)
@@ -176,11 +230,17 @@ def train(cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, lo
 def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
     train = stats.means()
     record = {
-        "epoch": epoch, "step": opt.step_count,
-        "train/loss": train["loss"], "train/acc": train["acc"],
-        "test/loss": test["loss"], "test/acc": test["acc"], "lr": lr,
-        "time/epoch": seconds, "time/data": stats.data_seconds,
-        "compute/forward_passes": opt.forward_passes, "compute/backward_passes": opt.backward_passes,
+        "epoch": epoch,
+        "step": opt.step_count,
+        "train/loss": train["loss"],
+        "train/acc": train["acc"],
+        "test/loss": test["loss"],
+        "test/acc": test["acc"],
+        "lr": lr,
+        "time/epoch": seconds,
+        "time/data": stats.data_seconds,
+        "compute/forward_passes": opt.forward_passes,
+        "compute/backward_passes": opt.backward_passes,
     }
     diag = opt.diagnostics
     for key in ("alpha", "angle", "grad_norm_0", "grad_norm_k"):
@@ -191,15 +251,22 @@ def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
 
 def epoch_line(cfg, r: dict) -> str:
     alpha = f" alpha {r['xsam/alpha']:.2f}" if "xsam/alpha" in r else ""
-    return (f"epoch {r['epoch']}/{cfg.epochs} train loss {r['train/loss']:.4f} acc {r['train/acc']:.2f}"
-            f" | test loss {r['test/loss']:.4f} acc {r['test/acc']:.2f} | lr {r['lr']:.4g}{alpha}"
-            f" | {r['time/epoch']:.1f}s")
+    return (
+        f"epoch {r['epoch']}/{cfg.epochs} train loss {r['train/loss']:.4f} acc {r['train/acc']:.2f}"
+        f" | test loss {r['test/loss']:.4f} acc {r['test/acc']:.2f} | lr {r['lr']:.4g}{alpha}"
+        f" | {r['time/epoch']:.1f}s"
+    )
 
 
 def save_checkpoint(run_dir: RunDir, model, opt, schedule, state: dict) -> None:
     checkpoint.save_atomic(
-        {"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": schedule.state_dict(),
-         "rng": checkpoint.rng_state(), **state},
+        {
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": schedule.state_dict(),
+            "rng": checkpoint.rng_state(),
+            **state,
+        },
         run_dir.checkpoint,
     )
 
@@ -210,12 +277,23 @@ def finish(cfg, run_dir: RunDir, opt, state: dict, choices: dict) -> dict:
     best = max(records, key=lambda r: r["test/acc"])
     meta = run_dir.read_meta()
     summary = {
-        "status": "finished", "experiment": cfg.experiment, "seed": cfg.seed,
-        "final": records[-1], "best_epoch": best["epoch"], "best/test_acc": best["test/acc"],
-        "compute": {"forward_passes": opt.forward_passes, "backward_passes": opt.backward_passes,
-                    "eval_forward_passes": state["eval_forward_passes"],
-                    "wall_time_s": state["wall_time_s"], "optimizer_steps": opt.step_count},
-        "choices": choices, "git": meta["git"], "run_id": meta["run_id"], "config_hash": meta["config_hash"],
+        "status": "finished",
+        "experiment": cfg.experiment,
+        "seed": cfg.seed,
+        "final": records[-1],
+        "best_epoch": best["epoch"],
+        "best/test_acc": best["test/acc"],
+        "compute": {
+            "forward_passes": opt.forward_passes,
+            "backward_passes": opt.backward_passes,
+            "eval_forward_passes": state["eval_forward_passes"],
+            "wall_time_s": state["wall_time_s"],
+            "optimizer_steps": opt.step_count,
+        },
+        "choices": choices,
+        "git": meta["git"],
+        "run_id": meta["run_id"],
+        "config_hash": meta["config_hash"],
     }
     run_dir.write_summary(summary)
     log.info("finished: %s", run_dir.path)
@@ -238,7 +316,9 @@ class ProgressBar:
         self.bar.update(1)
         if self.steps % self.every == 0 and not self.bar.disable:
             rate = stats.count / (time.perf_counter() - self.start)
-            self.bar.set_postfix(loss=f"{stats.loss_sum.item() / stats.count:.4f}", img_s=f"{rate:.0f}")
+            self.bar.set_postfix(
+                loss=f"{stats.loss_sum.item() / stats.count:.4f}", img_s=f"{rate:.0f}"
+            )
 
     def __enter__(self):
         return self

@@ -19,7 +19,9 @@ def bn_net() -> nn.Module:
 
 def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(1)
-    return [(torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(n)]
+    return [
+        (torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(n)
+    ]
 
 
 def train(model, opt, data) -> None:
@@ -62,7 +64,9 @@ def test_closure_returning_a_non_scalar_is_refused():
 
 
 @pytest.mark.parametrize("fused", [False, True])
-@pytest.mark.parametrize("settings", [dict(steps=0, rho=0.0), dict(), dict(steps=2, search_every=1)])
+@pytest.mark.parametrize(
+    "settings", [dict(steps=0, rho=0.0), dict(), dict(steps=2, search_every=1)]
+)
 def test_non_finite_step_is_skipped_and_weights_restored_exactly(fused, settings):
     model = bn_net()
     base = partial(torch.optim.SGD, lr=0.1, momentum=0.9, fused=fused)
@@ -76,7 +80,9 @@ def test_non_finite_step_is_skipped_and_weights_restored_exactly(fused, settings
     assert not torch.isfinite(loss)
     assert not opt.diagnostics["finite"]
     assert int(opt.skipped_steps) == 1
-    params = {k: v for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    params = {
+        k: v for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
+    }
     for k, v in params.items():
         assert torch.equal(v, weights[k]), k
     for before, state in zip(momentum, opt.base.state.values(), strict=True):

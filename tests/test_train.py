@@ -41,7 +41,12 @@ def train_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     return subprocess.run(
         [sys.executable, str(REPO / "train.py"), *args],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600, **kwargs,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+        **kwargs,
     )
 
 
@@ -82,9 +87,14 @@ def test_run_directory_name_follows_the_config(tmp_path):
 
 @pytest.mark.parametrize(
     "override, key",
-    [("lr=-0.1", "lr"), ("batch_size=0", "batch_size"), ("optimizer.rho=-1", "optimizer.rho"),
-     ("epochs=two", "epochs"), ("optimizer.steps=0", "optimizer.steps"),
-     ("logger.mode=sometimes", "logger.mode")],
+    [
+        ("lr=-0.1", "lr"),
+        ("batch_size=0", "batch_size"),
+        ("optimizer.rho=-1", "optimizer.rho"),
+        ("epochs=two", "epochs"),
+        ("optimizer.steps=0", "optimizer.steps"),
+        ("logger.mode=sometimes", "logger.mode"),
+    ],
 )
 def test_bad_values_name_the_key(tmp_path, override, key):
     cfg, choices = compose_run([f"run_root={tmp_path}", override, *FAST])
@@ -101,7 +111,9 @@ def test_bad_input_on_the_command_line_exits_nonzero_and_writes_nothing(tmp_path
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     bad = train_cli([root, "lr=-1", *FAST])
     assert bad.returncode != 0
-    errors = [line for line in bad.stderr.splitlines() + bad.stdout.splitlines() if "lr must be" in line]
+    errors = [
+        line for line in bad.stderr.splitlines() + bad.stdout.splitlines() if "lr must be" in line
+    ]
     assert len(errors) == 1, bad.stderr
     unknown = train_cli([root, "optimizer.rhoo=0.1", *FAST])
     assert unknown.returncode != 0 and "optimizer.rhoo" in unknown.stderr
@@ -120,15 +132,22 @@ def test_non_finite_loss_stops_the_run_with_a_clear_message(tmp_path):
 
 
 def test_kill_mid_epoch_and_resume_is_bit_identical(tmp_path):
-    args = ["epochs=3", "batch_size=16", "progress=false", "logger.mode=disabled",
-            "optimizer.search_every=7"]
+    args = [
+        "epochs=3",
+        "batch_size=16",
+        "progress=false",
+        "logger.mode=disabled",
+        "optimizer.search_every=7",
+    ]
     reference = train_cli([f"run_root={tmp_path / 'ref'}", *args])
     assert reference.returncode == 0, reference.stderr
     root = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, str(REPO / "train.py"), f"run_root={root}", *args],
-        env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while not list(root.glob("*/*/checkpoint.pt")) and time.time() < deadline:
@@ -147,25 +166,38 @@ def test_kill_mid_epoch_and_resume_is_bit_identical(tmp_path):
         assert torch.equal(tensor, got["model"][name]), name
     assert ref["optimizer"]["alpha"] == got["optimizer"]["alpha"]
     lines = [(d / "metrics.jsonl").read_text().splitlines() for d in (ref_dir, killed_dir)]
-    strip = [[{k: v for k, v in json.loads(x).items() if not k.startswith("time/")} for x in ls] for ls in lines]
+    strip = [
+        [{k: v for k, v in json.loads(x).items() if not k.startswith("time/")} for x in ls]
+        for ls in lines
+    ]
     assert strip[0] == strip[1]
 
 
 def test_wandb_offline_run_reads_back_with_wandbs_own_tools(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg, choices = compose_run([f"run_root={tmp_path}", "epochs=2", "progress=false", "batch_size=200"])
+    cfg, choices = compose_run(
+        [f"run_root={tmp_path}", "epochs=2", "progress=false", "batch_size=200"]
+    )
     train.run(cfg, choices)
     (run_dir,) = run_dirs(tmp_path)
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--summary", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["config"]["choices"] == choices_subset(choices)
     assert summary["config"]["optimizer"]["rho"] == cfg.optimizer.rho
-    history = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline)],
-                             capture_output=True, text=True, timeout=120).stdout
+    history = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     rows = [json.loads(x)["history"]["item"] for x in history.splitlines() if '"history"' in x]
     metrics = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["test/acc"] for r in rows] == [m["test/acc"] for m in metrics]
@@ -194,7 +226,9 @@ def test_every_optimizer_and_schedule_builds(optimizer, schedule):
     cfg, _ = compose_run([f"optimizer={optimizer}", f"schedule={schedule}"])
     opt = train.build_optimizer(cfg, torch.nn.Linear(2, 2), steps_per_epoch=5)
     schedule = instantiate(cfg.schedule)(opt)
-    assert opt.search_every == (5 if cfg.optimizer.search_every == "epoch" else cfg.optimizer.search_every)
+    assert opt.search_every == (
+        5 if cfg.optimizer.search_every == "epoch" else cfg.optimizer.search_every
+    )
     assert opt.param_groups[0]["lr"] == cfg.lr
 
 

@@ -37,7 +37,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or v == "epoch" or (_is_int(v) and v >= 1),
         "'epoch', null or an integer >= 1",
     ),
-    "logger.mode": (lambda v: v in ("online", "offline", "disabled"), "online, offline or disabled"),
+    "logger.mode": (
+        lambda v: v in ("online", "offline", "disabled"),
+        "online, offline or disabled",
+    ),
 }
 
 

@@ -27,6 +27,8 @@ class EpochStats:
 
     def add(self, loss: Tensor, logits: Tensor, targets: Tensor) -> None:
         n = targets.shape[0]
+        if targets.ndim == 2:  # soft (mixed) targets: accuracy against the dominant class
+            targets = targets.argmax(1)
         self.loss_sum = self.loss_sum.to(loss.device) + loss.float() * n
         self.correct = self.correct.to(logits.device) + (logits.argmax(1) == targets).sum()
         self.count += n
@@ -55,6 +57,7 @@ def train_one_epoch(
     channels_last: bool = False,
     on_step: Callable[[EpochStats], None] | None = None,
     check_every: int = 50,
+    batch_transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> EpochStats:
     """One pass over ``loader``; train loss and accuracy are those at the unperturbed weights."""
     model.train()
@@ -62,6 +65,8 @@ def train_one_epoch(
     start = tick = time.perf_counter()
     for batch in loader:
         inputs, targets = to_device(batch, device, channels_last)
+        if batch_transform is not None:  # e.g. mixup / cutmix: soft targets
+            inputs, targets = batch_transform(inputs, targets)
         stats.data_seconds += time.perf_counter() - tick
         closure = BatchClosure(model, loss_fn, inputs, targets, autocast_dtype=autocast_dtype)
         loss = opt.step(closure)

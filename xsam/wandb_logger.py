@@ -35,8 +35,15 @@ class WandbLogger:
         if mode == "disabled":
             return
         kwargs = dict(
-            project=project, entity=entity, group=group, tags=tags, id=run_id, name=name,
-            dir=str(run_dir), config=config, resume="allow",
+            project=project,
+            entity=entity,
+            group=group,
+            tags=tags,
+            id=run_id,
+            name=name,
+            dir=str(run_dir),
+            config=config,
+            resume="allow",
         )
         self.run = self._init(mode, kwargs, init_timeout)
 
@@ -45,7 +52,9 @@ class WandbLogger:
         import wandb
 
         try:
-            return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=init_timeout), **kwargs)
+            return wandb.init(
+                mode=mode, settings=wandb.Settings(init_timeout=init_timeout), **kwargs
+            )
         except Exception as err:  # no network, no key, server down: keep training
             if mode != "online":
                 raise

@@ -67,7 +67,9 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, sample_seed = key
-        torch.default_generator.manual_seed(sample_seed)  # CPU only: torch.manual_seed is ~100x slower
+        torch.default_generator.manual_seed(
+            sample_seed
+        )  # CPU only: torch.manual_seed is ~100x slower
         random.seed(sample_seed)
         np.random.seed(sample_seed)
         return self.dataset[index]
@@ -87,8 +89,12 @@ def build_loader(
 ) -> DataLoader:
     """A DataLoader over ``dataset``; training drops the last partial batch and shuffles."""
     sampler = SeededOrderSampler(
-        len(dataset), seed=seed, shuffle=train, drop_last_to=batch_size if train else 1,
-        rank=rank, num_replicas=num_replicas,
+        len(dataset),
+        seed=seed,
+        shuffle=train,
+        drop_last_to=batch_size if train else 1,
+        rank=rank,
+        num_replicas=num_replicas,
     )
     return DataLoader(
         SeededDataset(dataset),
