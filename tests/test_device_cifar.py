@@ -18,7 +18,8 @@ from xsam.data.device_cifar import DeviceCifarLoader, augmentation_of, device_ci
 from xsam.data.loader import SeededOrderSampler, build_loader
 
 N_TRAIN, N_TEST, PAD = 32, 20, 4
-CHI2_DF8, CHI2_DF31 = 26.12, 61.10  # chi-square critical values at p = 1e-3
+# chi-square critical values at p = 1e-3 for 8, 31, 80 and 1023 degrees of freedom
+CHI2_DF8, CHI2_DF31, CHI2_DF80, CHI2_DF1023 = 26.12, 61.10, 124.84, 1168.50
 
 
 @pytest.fixture
@@ -37,6 +38,15 @@ def collect(loader, epochs) -> tuple[torch.Tensor, torch.Tensor]:
         loader.sampler.set_epoch(epoch)
         batches += list(loader)
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+
+def plans(loader, epochs) -> torch.Tensor:
+    """The loader's parameter table (index, top, left, flip, cut, row, col) over ``epochs``."""
+    tables = []
+    for epoch in epochs:
+        loader.set_epoch(epoch)
+        tables.append(loader.epoch_plan())
+    return torch.cat(tables, 1)
 
 
 # ---------------------------------------------------------------- interface and exactness
@@ -201,6 +211,17 @@ def chi2_uniform(values: torch.Tensor, bins: int) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
+def test_epoch_plan_draws_the_augmentation_distribution(splits):
+    """Many cheap draws of the parameters alone; the next test shows they are what is applied."""
+    train, _ = device_cifar_loaders(splits, batch_size=N_TRAIN, seed=0, device="cpu")
+    index, top, left, flip, cut, row, col = plans(train, range(600))  # 19,200 draws
+    assert torch.equal(torch.bincount(index), torch.full((N_TRAIN,), 600))
+    assert abs(flip.float().mean() - 0.5) < 0.015 and abs(cut.float().mean() - 0.5) < 0.015
+    assert abs((flip * cut).float().mean() - 0.25) < 0.015  # 4 sigma at n = 19,200
+    assert chi2_uniform(top * 9 + left, 81) < CHI2_DF80  # offsets uniform and independent
+    assert chi2_uniform(row * 32 + col, 1024) < CHI2_DF1023  # Cutout centre over the pixels
+
+
 def test_augmentation_distribution_matches_the_torchvision_path(splits):
     epochs = range(50)  # 1,600 augmented samples per path
     tv_loader = build_loader(splits.train, batch_size=N_TRAIN, seed=11, train=True)
@@ -210,6 +231,12 @@ def test_augmentation_distribution_matches_the_torchvision_path(splits):
     for name, loader in (("torchvision", tv_loader), ("device", fast_loader)):
         x, source = collect(loader, epochs)
         draws[name] = (x, recover(x, source, splits.train.data, mean, std))
+    plan = plans(fast_loader, epochs)
+    found = draws["device"][1]  # the device path applied exactly its drawn parameters
+    for key, drawn in zip(("top", "left", "flip", "cut"), plan[1:5], strict=True):
+        assert torch.equal(found[key], drawn), key
+    assert torch.equal(found["row"], plan[5][found["cut"]])
+    assert torch.equal(found["col"], plan[6][found["cut"]])
     n = len(epochs) * N_TRAIN
     # the expected Cutout area: the clipped side lengths for centres 0..31, squared
     side = (torch.arange(32) + 8).clamp(max=32) - (torch.arange(32) - 8).clamp(min=0)

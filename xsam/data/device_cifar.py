@@ -67,7 +67,7 @@ class DeviceCifarLoader:
     ) -> None:
         _check(images, targets, batch_size, rank, num_replicas, padding, cutout_size)
         self.device = torch.device(device)
-        nhwc = torch.as_tensor(np.asarray(images))
+        nhwc = images if isinstance(images, Tensor) else torch.from_numpy(np.asarray(images))
         self.images = nhwc.permute(0, 3, 1, 2).contiguous().to(self.device)  # uint8 NCHW
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64).to(self.device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
@@ -97,12 +97,12 @@ class DeviceCifarLoader:
         return left // self.batch_size if self.drop_last else -(-left // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        plan = self._epoch_plan()
+        plan = self.epoch_plan()
         stop = plan.shape[1] - (plan.shape[1] % self.batch_size if self.drop_last else 0)
         for begin in range(0, stop, self.batch_size):
             yield self._batch(plan[:, begin : begin + self.batch_size])
 
-    def _epoch_plan(self) -> Tensor:
+    def epoch_plan(self) -> Tensor:
         """``7 x positions`` int64 on the device: index, top, left, flip, cut, row, col.
 
         Every global position's parameters are drawn (in a fixed order, after the permutation)
@@ -119,14 +119,17 @@ class DeviceCifarLoader:
             )
             params = torch.cat([offsets, coins.long(), centre])
         else:
-            params = torch.tensor([self.padding] * 2 + [0] * 4).view(6, 1).expand(6, n)
+            params = torch.zeros(6, n, dtype=torch.int64)
         positions = torch.arange(self.rank, self.per_rank * self.num_replicas, self.num_replicas)
         plan = torch.cat([order[None], params])[:, positions[self.start :]]
-        return plan.to(self.device, non_blocking=False)
+        return plan.to(self.device)
 
     def _batch(self, plan: Tensor) -> Batch:
         index, top, left, flip, cut, row, col = plan
-        x = self._crop_and_flip(index, top, left, flip.bool())
+        if self.train:
+            x = self._crop_and_flip(index, top, left, flip.bool())
+        else:
+            x = self.images[index]
         x = x.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)  # as ToDtype + Normalize
         if self.train and self.cutout_p > 0:
             x = x.masked_fill_(self._cutout_mask(cut.bool(), row, col)[:, None], 0.0)
