@@ -40,6 +40,11 @@ def collect(loader, epochs) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
+def raw_loader(dataset, **kwargs) -> DeviceCifarLoader:
+    """A loader on a dataset's arrays, with round normalization constants."""
+    return DeviceCifarLoader(dataset.data, dataset.targets, mean=[0.5] * 3, std=[0.2] * 3, **kwargs)
+
+
 def plans(loader, epochs) -> torch.Tensor:
     """The loader's parameter table (index, top, left, flip, cut, row, col) over ``epochs``."""
     tables = []
@@ -59,16 +64,8 @@ def test_batches_shapes_dtypes_and_length(splits):
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert train.images.dtype == torch.uint8 and train.images.shape == (N_TRAIN, 3, 32, 32)
     assert [len(y) for _, y in test] == [8, 8, 4]  # the test split keeps its last batch
-    odd = DeviceCifarLoader(
-        splits.train.data[:30],
-        list(range(30)),
-        mean=[0.5] * 3,
-        std=[0.2] * 3,
-        batch_size=8,
-        seed=0,
-        channels_last=True,
-    )
-    assert len(odd) == 3 and [len(y) for _, y in odd] == [8, 8, 8]  # 6 dropped
+    odd = raw_loader(splits.train, batch_size=10, seed=0, channels_last=True)
+    assert len(odd) == 3 and [len(y) for _, y in odd] == [10, 10, 10]  # 2 dropped
     assert next(iter(odd))[0].is_contiguous(memory_format=torch.channels_last)
 
 
@@ -117,32 +114,21 @@ def test_resumed_epoch_yields_exactly_the_remaining_batches(splits):
 
 def test_sharding_splits_the_permutation_and_keeps_each_position_augmentation(splits):
     replicas, batch = 3, 4
-    single = DeviceCifarLoader(
-        splits.train.data,
-        splits.train.targets,
-        mean=[0.5] * 3,
-        std=[0.2] * 3,
-        batch_size=replicas * batch,
-        seed=7,
-    )
-    x_all, y_all = collect(single, [1])  # global positions 0 .. 23 (32 - 32 % 12)
-    seen = []
+    x_all, y_all = collect(raw_loader(splits.train, batch_size=replicas * batch, seed=7), [1])
+    seen = []  # single process: global positions 0 .. 23 (32 - 32 % 12)
     for rank in range(replicas):
-        shard = DeviceCifarLoader(
-            splits.train.data,
-            splits.train.targets,
-            mean=[0.5] * 3,
-            std=[0.2] * 3,
-            batch_size=batch,
-            seed=7,
-            rank=rank,
-            num_replicas=replicas,
-        )
+        shard = raw_loader(splits.train, batch_size=batch, seed=7, rank=rank, num_replicas=replicas)
         assert len(shard) == 2
         x, y = collect(shard, [1])
         assert torch.equal(y, y_all[rank::replicas]) and torch.equal(x, x_all[rank::replicas])
         seen += y.tolist()
     assert len(seen) == len(set(seen)) == len(y_all)
+    shares = []
+    for rank in range(replicas):
+        kwargs = dict(batch_size=batch, seed=7, train=False, rank=rank, num_replicas=replicas)
+        shares.append(collect(raw_loader(splits.test, **kwargs), [0])[1].tolist())
+    assert [len(share) for share in shares] == [7, 7, 6]  # evaluation: every sample once
+    assert sorted(sum(shares, [])) == sorted(splits.test.targets)
 
 
 def test_augmentation_settings_come_from_the_dataset_transform(splits, tmp_path):

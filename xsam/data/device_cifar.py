@@ -42,8 +42,9 @@ class DeviceCifarLoader:
     ``images``: uint8 ``N x H x W x 3`` (a torchvision CIFAR dataset's ``.data``). ``train``:
     shuffle, augment and drop the last partial batch; otherwise in order, normalize only.
     Sharding as in :class:`xsam.data.loader.SeededOrderSampler`: rank ``rank`` takes every
-    ``num_replicas``-th position of the shared permutation, and a sample's augmentation
-    depends on its global position only, not on the number of ranks.
+    ``num_replicas``-th position of the shared permutation (training: of its part that fills
+    whole global batches), and a sample's augmentation depends on its global position only,
+    not on the number of ranks.
     """
 
     def __init__(
@@ -77,8 +78,11 @@ class DeviceCifarLoader:
         self.cutout_size, self.cutout_p = cutout_size, cutout_p
         self.rank, self.num_replicas, self.channels_last = rank, num_replicas, channels_last
         num_samples = len(self.images)
-        usable = num_samples - num_samples % ((batch_size if train else 1) * num_replicas)
-        self.per_rank = usable // num_replicas
+        # training drops the tail that does not fill a global batch; evaluation gives ranks
+        # uneven shares so every sample is seen once (as SeededOrderSampler)
+        usable = num_samples - num_samples % (batch_size * num_replicas)
+        self.stop = usable if train else num_samples
+        self.per_rank = len(range(rank, self.stop, num_replicas))
         self.epoch, self.start = 0, 0
 
     @property
@@ -120,7 +124,7 @@ class DeviceCifarLoader:
             params = torch.cat([offsets, coins.long(), centre])
         else:
             params = torch.zeros(6, n, dtype=torch.int64)
-        positions = torch.arange(self.rank, self.per_rank * self.num_replicas, self.num_replicas)
+        positions = torch.arange(self.rank, self.stop, self.num_replicas)
         plan = torch.cat([order[None], params])[:, positions[self.start :]]
         return plan.to(self.device)
 
