@@ -213,7 +213,7 @@ def augmentation_of(transform: v2.Compose | None, image_size: Sequence[int]) -> 
     """
     if transform is None:
         return {}
-    known = (v2.ToImage, v2.RandomCrop, v2.RandomHorizontalFlip, v2.ToDtype, v2.Normalize)
+    as_is = (v2.ToImage, v2.ToDtype, v2.Normalize, v2.ToPureTensor)  # what every batch gets
     found: dict[str, Any] = {"padding": 0, "flip_p": 0.0, "cutout_p": 0.0}
     for t in getattr(transform, "transforms", [transform]):
         if isinstance(t, v2.RandomCrop):
@@ -226,7 +226,7 @@ def augmentation_of(transform: v2.Compose | None, image_size: Sequence[int]) -> 
             found["flip_p"] = t.p
         elif isinstance(t, Cutout):
             found["cutout_size"], found["cutout_p"] = t.size, t.p
-        elif not isinstance(t, (*known, v2.ToPureTensor)):
+        elif not isinstance(t, as_is):
             raise ValueError(f"the device path does not implement {type(t).__name__}")
     return found
 
