@@ -90,6 +90,20 @@ def test_test_cluster_preset_asks_for_what_one_small_node_has():
     assert params["mem_gb"] <= 4
 
 
+def test_train_main_pickles_by_value_as_submitit_ships_it():
+    """`python train.py -m hydra/launcher=slurm` sends __main__.main to the jobs by value:
+    cloudpickle must be able to pickle it with every global that its functions reach."""
+    import cloudpickle
+
+    import train
+
+    cloudpickle.register_pickle_by_value(train)
+    try:
+        cloudpickle.dumps(train.main)
+    finally:
+        cloudpickle.unregister_pickle_by_value(train)
+
+
 # ------------------------------------------------------------------ helpers for the cluster tests
 def launch(args: list[str], run_root: Path, log: Path) -> subprocess.Popen:
     """`python train.py -m ...` in the background (the sweep's driver), output to a file."""
