@@ -19,11 +19,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from xsam import checkpoint, engine
 from xsam.config_checks import ConfigError, check_config
 from xsam.data.loader import build_loader
+from xsam.distributed import DistEnv, init_distributed
 from xsam.models.param_groups import weight_decay_groups
+from xsam.preemption import Preemption
 from xsam.rundir import RunDir, config_hash, new_meta, run_name
 from xsam.wandb_logger import WandbLogger
 
@@ -56,20 +59,23 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
         log.info("already finished, nothing to do: %s", run_dir.path)
         return None
 
-    device = pick_device(cfg.device)
+    ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
+    device = pick_device(cfg.device, ranks)
     set_determinism(cfg.deterministic)
     torch.manual_seed(cfg.seed)  # model initialisation
     splits = instantiate(cfg.dataset.splits)
-    train_loader, test_loader = build_loaders(cfg, splits, device)
-    model, net = build_model(cfg, device)
+    train_loader, test_loader = build_loaders(cfg, splits, device, ranks)
+    model, net = build_model(cfg, device, ranks)
     opt = build_optimizer(cfg, model, steps_per_epoch=len(train_loader))
     schedule = instantiate(cfg.schedule)(opt)
 
     meta = new_meta(choices, digest, REPO)
-    run_dir.create(OmegaConf.to_yaml(cfg, resolve=True), meta)
-    state = resume(run_dir, model, opt, schedule)
+    if ranks.is_main:
+        run_dir.create(OmegaConf.to_yaml(cfg, resolve=True), meta)
+    barrier()
+    state = resume(run_dir, model, opt, schedule, ranks.is_main)
     logger = WandbLogger(
-        **cfg.logger,
+        **{**cfg.logger, "mode": cfg.logger.mode if ranks.is_main else "disabled"},
         tags=list(choices.values()),
         run_id=run_dir.read_meta()["run_id"],
         name=run_dir.path.name,
@@ -80,15 +86,20 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
             "git": meta["git"],
         },
     )
+    preemption = Preemption()
     try:
-        state = train(
-            cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state
-        )
-        summary = finish(cfg, run_dir, opt, state, choices)
-        logger.summary({"summary/" + k: v for k, v in summary["final"].items()})
+        loop = Loop(cfg, net, model, opt, schedule, run_dir, logger, ranks, preemption)
+        state = loop.train(train_loader, test_loader, state)
+        if preemption.requested:
+            logger.finish(exit_code=1)  # flushed; the requeued job continues the same W&B run
+            preemption.hand_over()
+        summary = finish(cfg, run_dir, opt, state, choices) if ranks.is_main else None
+        logger.summary({"summary/" + k: v for k, v in summary["final"].items()} if summary else {})
     except BaseException:
         logger.finish(exit_code=1)
         raise
+    finally:
+        preemption.close()
     logger.finish()
     return summary
 
@@ -102,12 +113,17 @@ def semantic_config(cfg: DictConfig) -> dict:
     return {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device(name: str, ranks: DistEnv | None = None) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device=cuda but no CUDA device is available")
-    return torch.device(name)
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", ranks.local_rank if ranks else 0)
+
+
+def barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
 
 
 def set_determinism(on: bool) -> None:
@@ -117,29 +133,37 @@ def set_determinism(on: bool) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def build_loaders(cfg: DictConfig, splits, device: torch.device):
+def build_loaders(cfg: DictConfig, splits, device: torch.device, ranks: DistEnv):
+    """Seeded loaders; each rank takes batch_size / world_size samples of every global batch."""
+    if cfg.batch_size % ranks.world_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} must divide over {ranks.world_size} ranks")
+    if len(splits.train) < cfg.batch_size:
+        raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} samples")
     common = dict(
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // ranks.world_size,
         seed=cfg.seed,
         num_workers=cfg.loader.num_workers,
         pin_memory=cfg.loader.pin_memory and device.type == "cuda",
         persistent_workers=cfg.loader.persistent_workers,
+        rank=ranks.rank,
+        num_replicas=ranks.world_size,
     )
-    if len(splits.train) < cfg.batch_size:
-        raise ConfigError(
-            f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} training samples"
-        )
-    return build_loader(splits.train, train=True, **common), build_loader(
-        splits.test, train=False, **common
-    )
+    train_loader = build_loader(splits.train, train=True, **common)
+    return train_loader, build_loader(splits.test, train=False, **common)
 
 
-def build_model(cfg: DictConfig, device: torch.device):
-    """The model (whose state is saved) and the module that runs it (compiled or not)."""
-    model = instantiate(cfg.model).to(device)
+def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
+    """The model (whose state is saved) and the module that runs it (DDP, compiled)."""
+    model = instantiate(cfg.model)
+    if cfg.sync_bn and ranks.world_size > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    return model, (torch.compile(model) if cfg.compile else model)
+    net = model
+    if ranks.world_size > 1:  # gradients averaged across ranks on every backward pass
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model, (torch.compile(net) if cfg.compile else net)
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: int):
@@ -158,73 +182,95 @@ def build_loss(cfg: DictConfig):
     return torch.nn.CrossEntropyLoss(label_smoothing=smoothing), mixup
 
 
-def resume(run_dir: RunDir, model, opt, schedule) -> dict:
+def resume(run_dir: RunDir, model, opt, schedule, writer: bool) -> dict:
     """Load the last checkpoint if there is one; drop metrics of epochs it does not cover."""
-    if not run_dir.checkpoint.exists():
-        dropped = run_dir.truncate_metrics(last_epoch=0)
-        if dropped:
-            log.warning("no checkpoint: dropped %d metrics line(s) of an unfinished start", dropped)
-        return {"epoch": 0, "wall_time_s": 0.0, "eval_forward_passes": 0}
-    ckpt = checkpoint.load(run_dir.checkpoint)
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    schedule.load_state_dict(ckpt["schedule"])
-    checkpoint.set_rng_state(ckpt["rng"])
-    dropped = run_dir.truncate_metrics(last_epoch=ckpt["epoch"])
-    log.info(
-        "resuming %s after epoch %d%s",
-        run_dir.path,
-        ckpt["epoch"],
-        f" (dropped {dropped} metrics line(s) of the interrupted epoch)" if dropped else "",
-    )
-    return {k: ckpt[k] for k in ("epoch", "wall_time_s", "eval_forward_passes")}
+    fresh = {"epoch": 0, "wall_time_s": 0.0, "eval_forward_passes": 0}
+    ckpt = checkpoint.load(run_dir.checkpoint) if run_dir.checkpoint.exists() else fresh
+    if ckpt is not fresh:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        checkpoint.set_rng_state(ckpt["rng"])
+        batch = ckpt["partial"]["batches"] if "partial" in ckpt else 0
+        log.info("resuming %s at epoch %d, batch %d", run_dir.path, ckpt["epoch"] + 1, batch)
+    dropped = run_dir.truncate_metrics(last_epoch=ckpt["epoch"]) if writer else 0
+    if dropped:
+        log.warning("dropped %d metrics line(s) past the checkpoint (that work is redone)", dropped)
+    return {k: ckpt[k] for k in (*fresh, "partial") if k in ckpt}
 
 
-def train(
-    cfg, net, model, opt, schedule, train_loader, test_loader, run_dir, logger, state
-) -> dict:
-    device = next(model.parameters()).device
-    autocast = torch.bfloat16 if cfg.precision == "bf16" else None
-    loss_fn, mixup = build_loss(cfg)
-    eval_loss = torch.nn.CrossEntropyLoss()
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        started = time.perf_counter()
-        train_loader.sampler.set_epoch(epoch)
-        lr = opt.param_groups[0]["lr"]
-        with ProgressBar(cfg, epoch, len(train_loader)) as bar:
-            stats = engine.train_one_epoch(
-                net,
-                train_loader,
-                opt,
-                loss_fn,
-                device=device,
-                autocast_dtype=autocast,
-                channels_last=cfg.channels_last,
+class Loop:
+    """The epoch loop: train, evaluate, record, checkpoint; stops cleanly on preemption."""
+
+    def __init__(self, cfg, net, model, opt, schedule, run_dir, logger, ranks, preemption):
+        self.cfg, self.net, self.model, self.opt, self.schedule = cfg, net, model, opt, schedule
+        self.run_dir, self.logger, self.ranks, self.preemption = run_dir, logger, ranks, preemption
+        self.device = next(model.parameters()).device
+        self.autocast = torch.bfloat16 if cfg.precision == "bf16" else None
+        self.loss_fn, self.mixup = build_loss(cfg)
+
+    def train(self, train_loader, test_loader, state: dict) -> dict:
+        steps_per_epoch = len(train_loader)  # (before a resumed epoch's offset shortens it)
+        for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
+            started = time.perf_counter()
+            lr = self.opt.param_groups[0]["lr"]
+            stats = engine.EpochStats.from_state(state.pop("partial", None))
+            train_loader.sampler.set_epoch(epoch, start=stats.batches * train_loader.batch_size)
+            stats = self.train_epoch(epoch, train_loader, stats)
+            state["wall_time_s"] += time.perf_counter() - started
+            if self.preemption.requested and stats.batches < steps_per_epoch:
+                self.save(state | {"partial": stats.state_dict()}, epoch - 1)
+                log.warning("preempted: checkpoint at epoch %d step %d", epoch, self.opt.step_count)
+                return state
+            self.finish_epoch(epoch, stats, test_loader, lr, state, started)
+            if self.preemption.requested:
+                log.warning("preempted: checkpoint at the end of epoch %d", epoch)
+                return state
+        return state
+
+    def train_epoch(self, epoch: int, loader, stats: engine.EpochStats) -> engine.EpochStats:
+        with ProgressBar(self.cfg, epoch, len(loader), self.ranks.is_main) as bar:
+            return engine.train_one_epoch(
+                self.net,
+                loader,
+                self.opt,
+                self.loss_fn,
+                device=self.device,
+                autocast_dtype=self.autocast,
+                channels_last=self.cfg.channels_last,
                 on_step=bar.update,
-                check_every=cfg.sync_every,
-                batch_transform=mixup,
+                check_every=self.cfg.sync_every,
+                batch_transform=self.mixup,
+                stats=stats,
+                should_stop=lambda: self.preemption.requested,
             )
+
+    def finish_epoch(self, epoch, stats, test_loader, lr, state, started) -> None:
+        evaluated = time.perf_counter()
         test = engine.evaluate(
-            net,
+            self.net,
             test_loader,
-            eval_loss,
-            device=device,
-            autocast_dtype=autocast,
-            channels_last=cfg.channels_last,
+            torch.nn.CrossEntropyLoss(),
+            device=self.device,
+            autocast_dtype=self.autocast,
+            channels_last=self.cfg.channels_last,
         )
-        schedule.step()
+        self.schedule.step()
         state["eval_forward_passes"] += len(test_loader)
-        state["wall_time_s"] += time.perf_counter() - started
-        record = epoch_record(epoch, opt, stats, test, lr, time.perf_counter() - started)
-        run_dir.append_metrics(record)
-        logger.log(
-            {k: v for k, v in record.items() if k != "epoch"} | {"epoch": epoch},
-            step=opt.step_count,
-        )
-        log.info(epoch_line(cfg, record))
+        state["wall_time_s"] += time.perf_counter() - evaluated
+        seconds = stats.seconds + time.perf_counter() - evaluated
+        record = epoch_record(epoch, self.opt, stats, test, lr, seconds)
+        if self.ranks.is_main:
+            self.run_dir.append_metrics(record)
+            self.logger.log(record, step=self.opt.step_count)
+            log.info(epoch_line(self.cfg, record))
+        self.save(state, epoch)
+
+    def save(self, state: dict, epoch: int) -> None:
         state["epoch"] = epoch
-        save_checkpoint(run_dir, model, opt, schedule, state)
-    return state
+        if self.ranks.is_main:
+            save_checkpoint(self.run_dir, self.model, self.opt, self.schedule, state)
+        barrier()
 
 
 def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
@@ -303,11 +349,13 @@ def finish(cfg, run_dir: RunDir, opt, state: dict, choices: dict) -> dict:
 class ProgressBar:
     """A tqdm bar per epoch with the running loss and images/s (read every sync_every steps)."""
 
-    def __init__(self, cfg, epoch: int, total: int) -> None:
+    def __init__(self, cfg, epoch: int, total: int, show: bool = True) -> None:
         from tqdm import tqdm
 
         self.every = cfg.sync_every
-        self.bar = tqdm(total=total, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress)
+        self.bar = tqdm(
+            total=total, desc=f"epoch {epoch}", leave=False, disable=not (cfg.progress and show)
+        )
         self.start = time.perf_counter()
         self.steps = 0
 

@@ -94,17 +94,28 @@ def test_save_load_continue_is_bit_identical(settings):
     data = batches(10)
     model = bn_net()
     opt = XSAM(model.parameters(), base=SGD, **settings)
-    train(model, opt, data)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    for batch in data:
+        train(model, opt, [batch])
+        schedule.step()
 
     model_a = bn_net()
     opt_a = XSAM(model_a.parameters(), base=SGD, **settings)
-    train(model_a, opt_a, data[:4])
-    saved = copy.deepcopy((model_a.state_dict(), opt_a.state_dict()))
+    schedule_a = torch.optim.lr_scheduler.CosineAnnealingLR(opt_a, T_max=10)
+    for batch in data[:4]:
+        train(model_a, opt_a, [batch])
+        schedule_a.step()
+    saved = copy.deepcopy((model_a.state_dict(), opt_a.state_dict(), schedule_a.state_dict()))
     model_b = bn_net()
     opt_b = XSAM(model_b.parameters(), base=SGD, **settings)
+    schedule_b = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, T_max=10)
     model_b.load_state_dict(saved[0])
     opt_b.load_state_dict(saved[1])
-    train(model_b, opt_b, data[4:])
+    schedule_b.load_state_dict(saved[2])
+    for batch in data[4:]:
+        train(model_b, opt_b, [batch])
+        schedule_b.step()
+    assert opt_b.base.param_groups[0]["lr"] == opt.base.param_groups[0]["lr"]
 
     for k, v in model.state_dict().items():
         assert torch.equal(v, model_b.state_dict()[k]), k

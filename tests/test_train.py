@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def test_two_epoch_smoke_run_per_optimizer(tmp_path, optimizer):
 
 
 def test_relaunching_a_finished_run_does_nothing(tmp_path, caplog):
+    caplog.set_level("INFO")
     cfg, choices = compose_run([f"run_root={tmp_path}", *FAST])
     train.run(cfg, choices)
     (run_dir,) = run_dirs(tmp_path)
@@ -152,7 +154,7 @@ def test_kill_mid_epoch_and_resume_is_bit_identical(tmp_path):
     deadline = time.time() + 300
     while not list(root.glob("*/*/checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
-    time.sleep(0.5)  # into epoch 2
+    time.sleep(0.3)  # into epoch 2
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     (killed_dir,) = run_dirs(root)
@@ -239,3 +241,45 @@ def test_every_model_option_builds_for_its_dataset(model):
     net = instantiate(cfg.model)
     out_features = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
     assert out_features == cfg.dataset.num_classes
+
+
+def test_preemption_signal_checkpoints_mid_epoch_and_resumes_identically(tmp_path, caplog):
+    caplog.set_level("INFO")
+    common = [
+        "epochs=2",
+        "batch_size=32",
+        "progress=false",
+        "logger.mode=disabled",
+        "optimizer.search_every=7",
+    ]
+    ref_cfg, choices = compose_run([f"run_root={tmp_path / 'ref'}", *common])
+    train.run(ref_cfg, choices)
+    cfg, choices = compose_run([f"run_root={tmp_path / 'pre'}", *common])
+
+    def signal_after_first_checkpoint():
+        while not list((tmp_path / "pre").glob("*/*/checkpoint.pt")):
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGUSR2)
+
+    threading.Thread(target=signal_after_first_checkpoint, daemon=True).start()
+    with pytest.raises(SystemExit, match="resume"):
+        train.run(cfg, choices)
+    assert "preempted: checkpoint at epoch" in caplog.text
+    (run_dir,) = run_dirs(tmp_path / "pre")
+    partial = torch.load(run_dir / "checkpoint.pt", weights_only=False)["partial"]
+    assert 0 < partial["batches"]
+    train.run(cfg, choices)
+    assert "resuming" in caplog.text
+    (ref_dir,) = run_dirs(tmp_path / "ref")
+    ref, got = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (ref_dir, run_dir))
+    for name, tensor in ref["model"].items():
+        assert torch.equal(tensor, got["model"][name]), name
+    metrics = [
+        [
+            {k: v for k, v in json.loads(x).items() if not k.startswith("time/")}
+            for x in (d / "metrics.jsonl").read_text().splitlines()
+        ]
+        for d in (ref_dir, run_dir)
+    ]
+    assert metrics[0] == metrics[1]

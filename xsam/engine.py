@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from xsam.distributed import sum_over_ranks
 from xsam.optim import XSAM, BatchClosure
 
 
@@ -22,8 +23,17 @@ class EpochStats:
     loss_sum: Tensor = field(default_factory=lambda: torch.zeros(()))
     correct: Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.long))
     count: int = 0
+    batches: int = 0
     seconds: float = 0.0
     data_seconds: float = 0.0
+
+    def state_dict(self) -> dict:
+        """What a mid-epoch checkpoint needs to finish the epoch's averages exactly."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    @classmethod
+    def from_state(cls, state: dict | None) -> "EpochStats":
+        return cls(**state) if state else cls()
 
     def add(self, loss: Tensor, logits: Tensor, targets: Tensor) -> None:
         n = targets.shape[0]
@@ -32,10 +42,15 @@ class EpochStats:
         self.loss_sum = self.loss_sum.to(loss.device) + loss.float() * n
         self.correct = self.correct.to(logits.device) + (logits.argmax(1) == targets).sum()
         self.count += n
+        self.batches += 1
 
     def means(self) -> dict[str, float]:
-        count = max(self.count, 1)
-        return {"loss": self.loss_sum.item() / count, "acc": 100.0 * self.correct.item() / count}
+        """Loss and accuracy (percent) over every sample of every rank (a collective call)."""
+        loss_sum, correct, count = sum_over_ranks(
+            self.loss_sum, self.correct, torch.tensor(self.count, device=self.loss_sum.device)
+        )
+        count = max(count.item(), 1)
+        return {"loss": loss_sum.item() / count, "acc": 100.0 * correct.item() / count}
 
 
 def to_device(batch, device: torch.device, channels_last: bool) -> tuple[Tensor, Tensor]:
@@ -58,11 +73,14 @@ def train_one_epoch(
     on_step: Callable[[EpochStats], None] | None = None,
     check_every: int = 50,
     batch_transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+    stats: EpochStats | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> EpochStats:
-    """One pass over ``loader``; train loss and accuracy are those at the unperturbed weights."""
+    """One pass over ``loader`` (or its rest, continuing ``stats``); stops early when
+    ``should_stop()`` turns true. Train loss and accuracy are at the unperturbed weights."""
     model.train()
-    stats = EpochStats()
-    start = tick = time.perf_counter()
+    stats = stats or EpochStats()
+    start = tick = time.perf_counter() - stats.seconds
     for batch in loader:
         inputs, targets = to_device(batch, device, channels_last)
         if batch_transform is not None:  # e.g. mixup / cutmix: soft targets
@@ -75,6 +93,8 @@ def train_one_epoch(
             on_step(stats)
         if opt.step_count % check_every == 0:
             _stop_if_skipped(opt)  # a host sync, so only every few steps
+        if should_stop():
+            break
         tick = time.perf_counter()
     stats.seconds = time.perf_counter() - start
     _stop_if_skipped(opt)

@@ -36,7 +36,13 @@ class SeededOrderSampler(Sampler):
         self.num_samples, self.seed, self.shuffle = num_samples, seed, shuffle
         self.rank, self.num_replicas = rank, num_replicas
         usable = num_samples - num_samples % (drop_last_to * num_replicas)
-        self.per_rank = usable // num_replicas
+        # without dropping (evaluation), ranks take uneven shares so every sample is seen once
+        self.per_rank = (
+            usable // num_replicas
+            if drop_last_to > 1
+            else len(range(rank, num_samples, num_replicas))
+        )
+        self.stop = usable if drop_last_to > 1 else num_samples
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -50,7 +56,7 @@ class SeededOrderSampler(Sampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.num_samples, generator=g) if self.shuffle else None
         sample_seeds = torch.randint(_SEED_SPACE, (self.num_samples,), generator=g)
-        positions = range(self.rank, self.per_rank * self.num_replicas, self.num_replicas)
+        positions = range(self.rank, self.stop, self.num_replicas)
         for pos in list(positions)[self.start :]:
             index = int(order[pos]) if order is not None else pos
             yield index, int(sample_seeds[pos])

@@ -225,6 +225,7 @@ class XSAM(Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.base.load_state_dict(state_dict["base"])
+        self.param_groups = self.base.param_groups  # the base replaced its list: share it again
         self.alpha = state_dict["alpha"].clone()
         self.step_count = int(state_dict["step_count"])
         self.forward_passes = int(state_dict["forward_passes"])

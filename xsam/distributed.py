@@ -1,0 +1,46 @@
+"""Data-parallel training with torch.distributed (torchrun, or SLURM tasks through submitit).
+
+Semantics of the SAM family under DDP: gradients are averaged across ranks on every backward
+pass, so every rank sees the same g_i, v0, v1 and angle; the optimizer averages the alpha-search
+losses across ranks, so every rank picks the same alpha. Ranks therefore never diverge, and a
+run on W ranks with global batch B matches one process with batch B (up to float rounding; with
+BatchNorm, only with ``sync_bn=true``, since each rank otherwise normalises its own B/W samples).
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(use_cuda: bool) -> DistEnv:
+    """Join the process group that torchrun (or submitit) described in the environment."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return DistEnv()
+    env = DistEnv(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if use_cuda:
+            torch.cuda.set_device(env.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return env
+
+
+def sum_over_ranks(*values: torch.Tensor) -> list[torch.Tensor]:
+    """Sum scalars across ranks (one all-reduce); identity in a single process."""
+    stacked = torch.stack([v.double() for v in values])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(stacked)
+    return list(stacked.unbind())
