@@ -225,6 +225,7 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
 
     log = job_log(sweep_dir, num)
     assert "this job is preempted" in log and "Requeued job" in log, log[-3000:]
+    assert "preempted: checkpoint at epoch" in log, log[-3000:]  # mid-epoch, then requeued
     assert "resuming" in log, log[-3000:]
     meta = json.loads((first / "meta.json").read_text())
     assert "resumed" in meta
