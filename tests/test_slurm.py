@@ -161,12 +161,15 @@ def job_number(sweep: Path, run_dir: Path) -> int:
     raise AssertionError(f"no job of {sweep} trains {run_dir}")
 
 
-def wait_for(what: str, condition, timeout: float, every: float = 0.1):
+def wait_for(what: str, condition, proc: subprocess.Popen, log: Path, timeout: float):
+    """Poll condition() until it holds; fail early if proc (the sweep's driver) has ended."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if found := condition():
             return found
-        time.sleep(every)
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep ended ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
@@ -199,6 +202,8 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
         first = wait_for(
             "a first checkpoint",
             lambda: next(iter(root.glob("slurm_test/*/checkpoint.pt")), None),
+            sweep,
+            tmp_path / "sweep.log",
             timeout=240,
         ).parent
         time.sleep(0.3)  # into the second epoch
