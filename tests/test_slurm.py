@@ -250,7 +250,8 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
     assert len(logs) == 2 and all("already finished" in x for x in logs), logs
 
 
-# Each SLURM task is one process; this is how train.py joins them into one process group.
+# Each SLURM task is one process running the same Hydra job; submitit's
+# TorchDistributedEnvironment exports what torchrun would, and train.py's init_distributed joins.
 DDP_APP = """
 import json, os
 from pathlib import Path
@@ -264,13 +265,18 @@ def main(cfg):
     import torch
     import torch.distributed as dist
 
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    dist.init_process_group("gloo")
-    total = torch.tensor([dist.get_rank() + 1.0])
+    from xsam.distributed import init_distributed
+
+    if "WORLD_SIZE" not in os.environ and submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
+    ranks = init_distributed(use_cuda=False)
+    total = torch.tensor([ranks.rank + 1.0])
     dist.all_reduce(total)
     names = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     seen = {{k: os.environ[k] for k in names}} | {{"sum": total.item()}}
-    Path(cfg.run_root, f"rank{{dist.get_rank()}}.json").write_text(json.dumps(seen))
+    Path(cfg.run_root, f"rank{{ranks.rank}}.json").write_text(json.dumps(seen))
     dist.destroy_process_group()
 
 
@@ -291,7 +297,7 @@ def test_tasks_per_node_start_one_process_group(tmp_path):
             proc = subprocess.Popen(
                 [sys.executable, str(app), "-m", *args, f"run_root={tmp_path}"],
                 cwd=tmp_path,
-                env=ENV,
+                env={**ENV, "PYTHONPATH": str(REPO)},  # this checkout's xsam
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
