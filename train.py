@@ -8,6 +8,7 @@ Re-running a command resumes its unfinished run from the last checkpoint and doe
 for a finished one. See README.md for the run directory and the W&B settings.
 """
 
+import json
 import logging
 import sys
 import time
@@ -24,6 +25,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from xsam import checkpoint, engine
 from xsam.config_checks import ConfigError, check_config
 from xsam.data.loader import build_loader
+from xsam.diagnostics import evaluate_sharpness, fixed_batches
+from xsam.diagnostics.batches import batch_loss
+from xsam.diagnostics.landscape import direction_diagnostics
 from xsam.distributed import DistEnv, init_distributed
 from xsam.models.param_groups import weight_decay_groups
 from xsam.preemption import Preemption
@@ -93,6 +97,8 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
         if preemption.requested:
             logger.finish(exit_code=1)  # flushed; the requeued job continues the same W&B run
             preemption.hand_over()
+        if cfg.diagnostics.sharpness_at_end and ranks.is_main:
+            state["sharpness"] = measure_sharpness(cfg, model, splits, run_dir, logger)
         summary = finish(cfg, run_dir, opt, state, choices) if ranks.is_main else None
         logger.summary({"summary/" + k: v for k, v in summary["final"].items()} if summary else {})
     except BaseException:
@@ -193,10 +199,30 @@ def resume(run_dir: RunDir, model, opt, schedule, writer: bool) -> dict:
         checkpoint.set_rng_state(ckpt["rng"])
         batch = ckpt["partial"]["batches"] if "partial" in ckpt else 0
         log.info("resuming %s at epoch %d, batch %d", run_dir.path, ckpt["epoch"] + 1, batch)
-    dropped = run_dir.truncate_metrics(last_epoch=ckpt["epoch"]) if writer else 0
+    dropped = 0
+    if writer:
+        dropped = run_dir.truncate_jsonl("metrics.jsonl", "epoch", ckpt["epoch"])
+        step = ckpt["optimizer"]["step_count"] if "optimizer" in ckpt else 0
+        dropped += run_dir.truncate_jsonl("diagnostics.jsonl", "step", step)
     if dropped:
         log.warning("dropped %d metrics line(s) past the checkpoint (that work is redone)", dropped)
     return {k: ckpt[k] for k in (*fresh, "partial") if k in ckpt}
+
+
+def measure_sharpness(cfg, model, splits, run_dir: RunDir, logger) -> dict:
+    """Hessian top eigenvalue and trace, worst-case loss increase: sharpness.json and W&B."""
+    device = next(model.parameters()).device
+    batches = fixed_batches(
+        splits.train,
+        batches=cfg.diagnostics.sharpness_batches,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        device=device,
+    )
+    result = evaluate_sharpness(model, batches, torch.nn.CrossEntropyLoss())
+    (run_dir.path / "sharpness.json").write_text(json.dumps(result, indent=2) + "\n")
+    logger.summary(result)
+    return result
 
 
 class Loop:
@@ -229,6 +255,7 @@ class Loop:
         return state
 
     def train_epoch(self, epoch: int, loader, stats: engine.EpochStats) -> engine.EpochStats:
+        probe = self.probe_directions if self.cfg.diagnostics.directions_every else None
         with ProgressBar(self.cfg, epoch, len(loader), self.ranks.is_main) as bar:
             return engine.train_one_epoch(
                 self.net,
@@ -238,12 +265,49 @@ class Loop:
                 device=self.device,
                 autocast_dtype=self.autocast,
                 channels_last=self.cfg.channels_last,
-                on_step=bar.update,
+                on_step=lambda stats: (bar.update(stats), self.record_step()),
+                before_step=probe,
                 check_every=self.cfg.sync_every,
                 batch_transform=self.mixup,
                 stats=stats,
                 should_stop=lambda: self.preemption.requested,
             )
+
+    def record_step(self) -> None:
+        """Every ``diagnostics.every`` steps and on every alpha search: what the step saw."""
+        diag, every = self.opt.diagnostics, self.cfg.diagnostics.every
+        searched = "search_losses" in diag
+        if not (searched or (every and self.opt.step_count % every == 0)):
+            return
+        record = {"step": self.opt.step_count}
+        record |= {f"diag/{k}": float(v) for k, v in diag.items() if v.ndim == 0}
+        if "loss_k" in diag:
+            record["diag/loss_increase"] = float(diag["loss_k"] - diag["loss_0"])
+        if searched:  # the loss-versus-alpha curve, one key per grid point
+            curve = zip(diag["search_alphas"].tolist(), diag["search_losses"].tolist(), strict=True)
+            record |= {f"diag/search_loss/{alpha:.3g}": loss for alpha, loss in curve}
+        self.write_step_record(record)
+
+    def probe_directions(self, inputs, targets) -> None:
+        """Angle from each candidate direction to the true maximum on the rho_max circle."""
+        if self.opt.step_count % self.cfg.diagnostics.directions_every:
+            return
+        loss = batch_loss(self.model, self.loss_fn, [(inputs, targets)], bn="batch")
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        record = direction_diagnostics(
+            loss,
+            params,
+            rho=self.opt.rho or 0.05,
+            steps=max(self.opt.steps, 1),
+            rho_max=self.opt.rho_max,
+            alpha=float(self.opt.alpha),
+        )
+        self.write_step_record({"step": self.opt.step_count} | record)
+
+    def write_step_record(self, record: dict) -> None:
+        if self.ranks.is_main:
+            self.run_dir.append_jsonl("diagnostics.jsonl", record)
+            self.logger.log(record, step=record["step"])
 
     def finish_epoch(self, epoch, stats, test_loader, lr, state, started) -> None:
         evaluated = time.perf_counter()
@@ -336,6 +400,7 @@ def finish(cfg, run_dir: RunDir, opt, state: dict, choices: dict) -> dict:
             "wall_time_s": state["wall_time_s"],
             "optimizer_steps": opt.step_count,
         },
+        "sharpness": state.get("sharpness"),
         "choices": choices,
         "git": meta["git"],
         "run_id": meta["run_id"],

@@ -283,3 +283,31 @@ def test_preemption_signal_checkpoints_mid_epoch_and_resumes_identically(tmp_pat
         for d in (ref_dir, run_dir)
     ]
     assert metrics[0] == metrics[1]
+
+
+def test_step_diagnostics_and_end_of_run_sharpness(tmp_path):
+    overrides = [
+        f"run_root={tmp_path}",
+        "diagnostics.every=4",
+        "diagnostics.sharpness_at_end=true",
+        "diagnostics.sharpness_batches=1",
+        *FAST,
+    ]
+    cfg, choices = compose_run(overrides)
+    summary = train.run(cfg, choices)
+    (run_dir,) = run_dirs(tmp_path)
+    records = [json.loads(x) for x in (run_dir / "diagnostics.jsonl").read_text().splitlines()]
+    steps_per_epoch = 1437 // 200
+    searches = [r for r in records if "diag/search_loss/0" in r]
+    assert [r["step"] for r in searches] == [1, steps_per_epoch + 1]  # after steps 0 and N
+    every_4th = {s for s in range(1, 2 * steps_per_epoch + 1) if s % 4 == 0}
+    assert {r["step"] for r in records} == every_4th | {r["step"] for r in searches}
+    for r in records:
+        assert r["diag/loss_increase"] == pytest.approx(r["diag/loss_k"] - r["diag/loss_0"])
+        assert 0 <= r["diag/angle"] <= torch.pi
+    best = max(
+        (k for k in searches[0] if k.startswith("diag/search_loss/")), key=lambda k: searches[0][k]
+    )
+    assert float(best.rsplit("/", 1)[1]) == pytest.approx(searches[0]["diag/alpha"])
+    sharpness = json.loads((run_dir / "sharpness.json").read_text())
+    assert sharpness["sharpness/top_eigenvalue"] > 0 and summary["sharpness"] == sharpness

@@ -75,6 +75,7 @@ def train_one_epoch(
     batch_transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
     stats: EpochStats | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    before_step: Callable[[Tensor, Tensor], None] | None = None,
 ) -> EpochStats:
     """One pass over ``loader`` (or its rest, continuing ``stats``); stops early when
     ``should_stop()`` turns true. Train loss and accuracy are at the unperturbed weights."""
@@ -86,6 +87,8 @@ def train_one_epoch(
         if batch_transform is not None:  # e.g. mixup / cutmix: soft targets
             inputs, targets = batch_transform(inputs, targets)
         stats.data_seconds += time.perf_counter() - tick
+        if before_step is not None:  # e.g. a diagnostic probe of the batch at w0
+            before_step(inputs, targets)
         closure = BatchClosure(model, loss_fn, inputs, targets, autocast_dtype=autocast_dtype)
         loss = opt.step(closure)
         stats.add(loss, closure.logits, targets)

@@ -51,10 +51,6 @@ class RunDir:
     def summary_file(self) -> Path:
         return self.path / "summary.json"
 
-    @property
-    def metrics_file(self) -> Path:
-        return self.path / "metrics.jsonl"
-
     def is_finished(self) -> bool:
         return self.summary_file.exists()
 
@@ -71,24 +67,31 @@ class RunDir:
         return json.loads((self.path / "meta.json").read_text())
 
     def append_metrics(self, record: dict[str, Any]) -> None:
-        with open(self.metrics_file, "a") as f:
+        self.append_jsonl("metrics.jsonl", record)
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return self.read_jsonl("metrics.jsonl")
+
+    def append_jsonl(self, name: str, record: dict[str, Any]) -> None:
+        with open(self.path / name, "a") as f:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_file.exists():
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
+        if not path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        return [json.loads(line) for line in path.read_text().splitlines() if line]
 
-    def truncate_metrics(self, last_epoch: int) -> int:
-        """Drop lines past the checkpoint's epoch (an epoch that will be re-run); count them."""
-        records = self.read_metrics()
-        kept = [r for r in records if r["epoch"] <= last_epoch]
+    def truncate_jsonl(self, name: str, key: str, last: int) -> int:
+        """Drop records whose ``key`` is past ``last`` (work that will be redone); count them."""
+        records = self.read_jsonl(name)
+        kept = [r for r in records if r[key] <= last]
         if len(kept) != len(records):
-            tmp = self.metrics_file.with_suffix(".tmp")
+            tmp = self.path / f".{name}.tmp"
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            os.replace(tmp, self.metrics_file)
+            os.replace(tmp, self.path / name)
         return len(records) - len(kept)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
