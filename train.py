@@ -349,6 +349,8 @@ def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
         "lr": lr,
         "time/epoch": seconds,
         "time/data": stats.data_seconds,
+        "time/optimizer_step": stats.step_seconds,
+        "time/search_share": search_share(stats, seconds),
         "compute/forward_passes": opt.forward_passes,
         "compute/backward_passes": opt.backward_passes,
     }
@@ -357,6 +359,29 @@ def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
         if key in diag:
             record[f"xsam/{key}"] = float(diag[key])
     return record
+
+
+def time_totals(records: list[dict]) -> dict:
+    """Seconds over all epochs: training+evaluation, data loading, optimizer steps, search."""
+    total = {k: sum(r[f"time/{k}"] for r in records) for k in ("epoch", "data", "optimizer_step")}
+    search = sum(r["time/search_share"] * r["time/epoch"] for r in records)
+    return {
+        "epoch_time_s": total["epoch"],
+        "data_time_s": total["data"],
+        "optimizer_step_time_s": total["optimizer_step"],
+        "search_time_s": search,
+        "search_share": search / total["epoch"] if total["epoch"] else 0.0,
+    }
+
+
+def search_share(stats: engine.EpochStats, epoch_seconds: float) -> float:
+    """The alpha search's extra time as a fraction of the epoch: the search steps' time
+    beyond what the same number of ordinary steps took."""
+    if not stats.search_steps:
+        return 0.0
+    others = stats.batches - stats.search_steps
+    ordinary = (stats.step_seconds - stats.search_seconds) / others if others else 0.0
+    return max(stats.search_seconds - stats.search_steps * ordinary, 0.0) / epoch_seconds
 
 
 def epoch_line(cfg, r: dict) -> str:
@@ -399,6 +424,7 @@ def finish(cfg, run_dir: RunDir, opt, state: dict, choices: dict) -> dict:
             "eval_forward_passes": state["eval_forward_passes"],
             "wall_time_s": state["wall_time_s"],
             "optimizer_steps": opt.step_count,
+            **time_totals(records),
         },
         "sharpness": state.get("sharpness"),
         "choices": choices,

@@ -1,7 +1,8 @@
 """Train and evaluate one epoch. The loop never knows which optimizer of the family runs."""
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,9 @@ class EpochStats:
     batches: int = 0
     seconds: float = 0.0
     data_seconds: float = 0.0
+    step_seconds: float = 0.0  # inside opt.step: all passes of the method, and the update
+    search_seconds: float = 0.0  # inside the steps that searched alpha
+    search_steps: int = 0
 
     def state_dict(self) -> dict:
         """What a mid-epoch checkpoint needs to finish the epoch's averages exactly."""
@@ -81,6 +85,7 @@ def train_one_epoch(
     ``should_stop()`` turns true. Train loss and accuracy are at the unperturbed weights."""
     model.train()
     stats = stats or EpochStats()
+    timer = StepTimer(device)
     start = tick = time.perf_counter() - stats.seconds
     for batch in loader:
         inputs, targets = to_device(batch, device, channels_last)
@@ -90,7 +95,8 @@ def train_one_epoch(
         if before_step is not None:  # e.g. a diagnostic probe of the batch at w0
             before_step(inputs, targets)
         closure = BatchClosure(model, loss_fn, inputs, targets, autocast_dtype=autocast_dtype)
-        loss = opt.step(closure)
+        with timer.measure(searched=opt.is_search_step()):
+            loss = opt.step(closure)
         stats.add(loss, closure.logits, targets)
         if on_step is not None:
             on_step(stats)
@@ -100,8 +106,44 @@ def train_one_epoch(
             break
         tick = time.perf_counter()
     stats.seconds = time.perf_counter() - start
+    timer.add_to(stats)
     _stop_if_skipped(opt)
     return stats
+
+
+class StepTimer:
+    """Time spent in ``opt.step``, split into search and other steps.
+
+    On CUDA the steps are bracketed by events that are read once at the end of the epoch,
+    so timing adds no host synchronisation to the loop; on a CPU the clock is exact.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.spans: list[tuple[bool, object, object]] = []
+
+    @contextmanager
+    def measure(self, *, searched: bool) -> Iterator[None]:
+        if self.cuda:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            begin.record()
+            yield
+            end.record()
+        else:
+            begin = time.perf_counter()
+            yield
+            end = time.perf_counter()
+        self.spans.append((searched, begin, end))
+
+    def add_to(self, stats: EpochStats) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        for searched, begin, end in self.spans:
+            seconds = begin.elapsed_time(end) / 1e3 if self.cuda else end - begin
+            stats.step_seconds += seconds
+            stats.search_seconds += seconds if searched else 0.0
+            stats.search_steps += searched
+        self.spans.clear()
 
 
 def _stop_if_skipped(opt: XSAM) -> None:

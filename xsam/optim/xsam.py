@@ -112,7 +112,7 @@ class XSAM(Optimizer):
         g_k = [p.grad for p in params]
         torch._foreach_sub_(params, w0)  # params now hold theta_k - w0 (v0 before normalising)
         plane = self._plane(params, g_k)
-        if self._is_search_step():
+        if self.is_search_step():
             self.alpha = self._search_alpha(closure, params, w0, g_k, plane)
         self.alpha = alpha = self.alpha.to(plane["t"])  # moved once, then stays on the device
         c0, c1 = _arc_coefficients(alpha, plane["t"])
@@ -151,8 +151,13 @@ class XSAM(Optimizer):
         t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
         return {"delta_norm": delta_norm, "grad_norm_k": grad_norm_k, "cos_t": cos_t, "t": t}
 
-    def _is_search_step(self) -> bool:
-        return self.search_every is not None and self.step_count % self.search_every == 0
+    def is_search_step(self) -> bool:
+        """Whether the next step re-estimates alpha."""
+        return (
+            self.steps > 0
+            and self.search_every is not None
+            and self.step_count % self.search_every == 0
+        )
 
     def _search_alpha(self, closure, params, w0, g_k, plane) -> Tensor:
         """The grid alpha with the largest loss at w0 + rho_max * d(alpha); no host sync.
