@@ -1,10 +1,10 @@
 """Training-step benchmark: the SAM family on ResNet-18 / CIFAR, torchvision vs fast data path.
 
     python scripts/bench_train.py              # CPU, and CUDA when present: docs/BENCHMARKS.md
-    python scripts/bench_train.py --device cuda --batch-size 256 --steps 100 --workers 8
+    python scripts/bench_train.py --device cuda --batch-size 125 --workers 8
     python scripts/bench_train.py --quick      # CPU in a few minutes
 
-Every number comes from the real code: a synthetic CIFAR-10 (random pixels, 50,000 + 10,000
+Every number comes from the real code: a synthetic CIFAR-10 (random pixels, 50,000 training
 images) written in the real pickle format and loaded by ``cifar_splits``, a CIFAR ResNet-18
 from ``xsam.models``, ``xsam.optim.XSAM`` in each configuration, and the real training loop
 ``xsam.engine.train_one_epoch`` (``BatchClosure``, ``opt.step``). Two data paths:
@@ -14,9 +14,11 @@ from ``xsam.models``, ``xsam.optim.XSAM`` in each configuration, and the real tr
 * fast: ``xsam.data.device_cifar.device_cifar_loaders`` (uint8 images on the device,
   augmentation in batches there).
 
-Per device, per path, per method: ms per training step (data included) and images/s, medians
-over ``--repeats`` interleaved repeats (methods and paths alternate, so machine load drifts
-into every cell alike); ratios are medians of per-repeat ratios. XSAM dynamic is the per-epoch
+Per device, per path, per method: ms per training step (data included) and images/s. Every
+method keeps its model and optimizer (warm) for the whole run; each of ``--repeats`` rounds
+times ``--steps`` steps of every method in turn on both paths, so load drift on a shared
+machine reaches every cell alike. Cells are medians over rounds; ratios are medians of
+per-round ratios. XSAM dynamic is the per-epoch
 cost: its steps between searches are XSAM static's, plus one alpha-search step per epoch of
 50,000 images (measured on the same optimizer), spread over the epoch's steps. The "data
 only" row times the loader alone (batches moved to the device, no model).
@@ -144,46 +146,60 @@ def train_steps(model, opt, batches: Iterator, steps: int, device, args) -> floa
     return (time.perf_counter() - start) / steps
 
 
-def time_method(method: Method, batches: Iterator, device, args) -> dict[str, float]:
-    """ms per step; for XSAM static also the alpha-search step, on the same warm optimizer."""
+def build_runner(method: Method, device: torch.device, args) -> tuple[nn.Module, XSAM]:
+    """A model and its optimizer for one method, kept (warm) for the whole run."""
     model = build_model(args, device)
     base = partial(torch.optim.SGD, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
-    opt = XSAM(model.parameters(), base, **{"rho": RHO, **method.settings})
-    train_steps(model, opt, batches, args.warmup, device, args)
-    times = {method.label: 1e3 * train_steps(model, opt, batches, args.steps, device, args)}
-    if method.label == "XSAM static":
-        opt.search_every = 1  # every step searches alpha from here on
-        search = 1e3 * train_steps(model, opt, batches, args.search_steps, device, args)
-        steps_per_epoch = CIFAR_TRAIN // args.batch_size
-        static = times[method.label]
-        times["XSAM dynamic"] = static + (search - static) / steps_per_epoch
-        times["alpha-search step"] = search
+    return model, XSAM(model.parameters(), base, **{"rho": RHO, **method.settings})
+
+
+def time_round(runners: dict, stream: Iterator, device, args) -> dict[str, float]:
+    """ms per step of every method on one path, in turn; then the data path alone.
+
+    XSAM dynamic: XSAM static's steps plus one alpha-search step (timed on the same warm
+    optimizer) per epoch of 50,000 images.
+    """
+    times = {}
+    for label, (model, opt) in runners.items():
+        times[label] = 1e3 * train_steps(model, opt, stream, args.steps, device, args)
+    model, opt = runners["XSAM static"]
+    opt.search_every = 1  # every step searches alpha
+    search = 1e3 * train_steps(model, opt, stream, args.search_steps, device, args)
+    opt.search_every = None
+    static = times["XSAM static"]
+    times["XSAM dynamic"] = static + (search - static) / (CIFAR_TRAIN // args.batch_size)
+    times["alpha-search step"] = search
+    times["data only"] = time_data(stream, max(args.steps, 10), device, args)
     return times
 
 
-def time_data(batches: Iterator, device, args) -> float:
+def time_data(batches: Iterator, n: int, device, args) -> float:
     """ms per batch of the data path alone: next batch, moved to the device."""
-    for batch in islice(batches, args.warmup):
-        engine.to_device(batch, device, args.channels_last)
     sync(device)
     start = time.perf_counter()
-    for batch in islice(batches, args.steps):
+    for batch in islice(batches, n):
         engine.to_device(batch, device, args.channels_last)
     sync(device)
-    return 1e3 * (time.perf_counter() - start) / args.steps
+    return 1e3 * (time.perf_counter() - start) / n
 
 
 def measure(device: torch.device, splits, args) -> dict[str, dict[str, list[float]]]:
-    """``{path: {label: [ms per step, one per repeat]}}``, methods and paths interleaved."""
+    """``{path: {label: [ms per step, one per round]}}``.
+
+    Load on a shared machine drifts; so every round times every method on both paths (path
+    order alternating), and the ratios are taken within a round.
+    """
     streams = {path: endless(train_loader(path, splits, device, args)) for path in PATHS}
+    runners = {m.label: build_runner(m, device, args) for m in TIMED}
+    warm_up = argparse.Namespace(**{**vars(args), "steps": args.warmup, "search_steps": 1})
+    for path in PATHS:
+        time_round(runners, streams[path], device, warm_up)
     samples = {path: {} for path in PATHS}
     for repeat in range(args.repeats):
-        for path in PATHS:
-            for method in TIMED:
-                for label, ms in time_method(method, streams[path], device, args).items():
-                    samples[path].setdefault(label, []).append(ms)
-            samples[path].setdefault("data only", []).append(time_data(streams[path], device, args))
-            print(f"  {device.type} repeat {repeat + 1}/{args.repeats}: {path} done", flush=True)
+        for path in PATHS if repeat % 2 == 0 else PATHS[::-1]:
+            for label, ms in time_round(runners, streams[path], device, args).items():
+                samples[path].setdefault(label, []).append(ms)
+        print(f"  {device.type}: round {repeat + 1}/{args.repeats} done", flush=True)
     return samples
 
 
@@ -191,7 +207,7 @@ def measure(device: torch.device, splits, args) -> dict[str, dict[str, list[floa
 # The report: one table, then the targets.
 # ---------------------------------------------------------------------------------------------
 def median_ratio(num: list[float], den: list[float], factor: float = 1.0) -> float:
-    """Median over repeats of the per-repeat ratio: both were timed in the same repeat."""
+    """Median over rounds of the per-round ratio: both were timed in the same round."""
     return statistics.median(a / (factor * b) for a, b in zip(num, den, strict=True))
 
 
@@ -275,9 +291,9 @@ def describe(device: torch.device, args) -> str:
     layout = "channels_last" if args.channels_last else "NCHW"
     return (
         f"{device.type}: {name}; {args.model}, batch {args.batch_size} x 3x32x32, {precision}, "
-        f"{layout}; {args.steps} timed steps after {args.warmup} warm-up steps per cell "
-        f"({args.search_steps} alpha-search steps), {args.repeats} repeats; torchvision path "
-        f"with {args.workers} DataLoader workers"
+        f"{layout}; {args.repeats} rounds of {args.steps} timed steps per method and path "
+        f"({args.search_steps} alpha-search steps) after {args.warmup} warm-up steps; "
+        f"torchvision path with {args.workers} DataLoader workers"
     )
 
 
@@ -291,17 +307,17 @@ def load() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", choices=["all", "cpu", "cuda"], default="all")
-    p.add_argument("--steps", type=int, help="timed steps per cell (CPU 3, CUDA 50)")
-    p.add_argument("--warmup", type=int, help="untimed steps first (CPU 1, CUDA 10)")
-    p.add_argument("--search-steps", type=int, help="timed alpha-search steps (CPU 1, CUDA 5)")
+    p.add_argument("--steps", type=int, help="timed steps per method per round (CPU 1, CUDA 20)")
+    p.add_argument("--warmup", type=int, help="untimed steps per method first (CPU 1, CUDA 10)")
+    p.add_argument("--search-steps", type=int, help="alpha-search steps per round (CPU 1, CUDA 2)")
     p.add_argument("--batch-size", type=int, help="CPU 16, CUDA 256")
     p.add_argument("--workers", type=int, help="DataLoader workers (CPU 0, CUDA 8)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=CIFAR_TRAIN, help="synthetic train images")
+    p.add_argument("--repeats", type=int, help="rounds (5)")
+    p.add_argument("--n-train", type=int, help="synthetic training images (50,000)")
     p.add_argument("--model", choices=["resnet18", "small_cnn"], default="resnet18")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    p.add_argument("--quick", action="store_true", help="batch 8, 2 steps, 1 repeat, 2,048 images")
+    p.add_argument("--quick", action="store_true", help="batch 8, 1 step, 2 rounds, 2,048 images")
     return p.parse_args(argv)
 
 
@@ -309,22 +325,23 @@ def per_device(args: argparse.Namespace, device: torch.device) -> argparse.Names
     """Fill the options left unset: small on CPU so the run takes minutes."""
     cuda = device.type == "cuda"
     defaults = dict(
-        steps=50 if cuda else 3,
+        steps=20 if cuda else 1,
         warmup=10 if cuda else 1,
-        search_steps=5 if cuda else 1,
+        search_steps=2 if cuda else 1,
         batch_size=256 if cuda else 16,
         workers=min(8, os.cpu_count() or 1) if cuda else 0,
+        repeats=5,
     )
     if args.quick:
-        defaults.update(steps=2, warmup=1, search_steps=1, batch_size=8)
+        defaults.update(steps=1, warmup=1, search_steps=1, batch_size=8, repeats=2)
     chosen = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in defaults.items()}
     return argparse.Namespace(**{**vars(args), **chosen})
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    if args.quick:
-        args.repeats, args.n_train = 1, min(args.n_train, 2048)
+    if args.n_train is None:
+        args.n_train = 2048 if args.quick else CIFAR_TRAIN
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     devices = [torch.device("cpu")] if args.device in ("cpu", "all") else []

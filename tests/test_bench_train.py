@@ -23,7 +23,7 @@ def load_bench():
 def test_quick_run_fills_every_row_for_both_data_paths(capsys):
     bench = load_bench()
     argv = ["--quick", "--device", "cpu", "--model", "small_cnn", "--batch-size", "4"]
-    result = bench.main([*argv, "--n-train", "64"])
+    result = bench.main([*argv, "--n-train", "64", "--repeats", "1"])
     out = capsys.readouterr().out
 
     labels = [m.label for m in bench.METHODS] + ["alpha-search step", "data only"]
