@@ -197,6 +197,7 @@ def snapshot(run_root: Path) -> dict[str, int]:
 @needs_slurm
 def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_path):
     root, ref = tmp_path / "slurm", tmp_path / "plain"
+    sweep = plain = None
     try:
         sweep = launch([*SLURM, *SWEEP], root, tmp_path / "sweep.log")
         first = wait_for(
@@ -205,8 +206,7 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
             sweep,
             tmp_path / "sweep.log",
             timeout=240,
-        ).parent
-        time.sleep(0.3)  # into the second epoch
+        ).parent  # epoch 1 is saved: the job is in epoch 2 (or about to start it)
         (sweep_dir,) = sweep_dirs(root)
         num = job_number(sweep_dir, first)
         victim = job_ids(sweep_dir)[num]
@@ -217,6 +217,9 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
         finish(plain, tmp_path / "plain.log", timeout=300)
     finally:
         cancel_jobs(root)
+        for proc in (sweep, plain):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
 
     got, want = run_dirs(root), run_dirs(ref)
     assert sorted(got) == sorted(want) and len(got) == 2, (sorted(got), sorted(want))
