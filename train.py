@@ -28,7 +28,7 @@ from xsam.data.loader import build_loader
 from xsam.diagnostics import evaluate_sharpness, fixed_batches
 from xsam.diagnostics.batches import batch_loss
 from xsam.diagnostics.landscape import direction_diagnostics
-from xsam.distributed import DistEnv, init_distributed
+from xsam.distributed import DistEnv, any_rank, init_distributed
 from xsam.models.param_groups import weight_decay_groups
 from xsam.preemption import Preemption
 from xsam.rundir import RunDir, config_hash, new_meta, run_name
@@ -94,7 +94,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
     try:
         loop = Loop(cfg, net, model, opt, schedule, run_dir, logger, ranks, preemption)
         state = loop.train(train_loader, test_loader, state)
-        if preemption.requested:
+        if loop.stopping:
             logger.finish(exit_code=1)  # flushed; the requeued job continues the same W&B run
             preemption.hand_over()
         if cfg.diagnostics.sharpness_at_end and ranks.is_main:
@@ -133,9 +133,11 @@ def barrier() -> None:
 
 
 def set_determinism(on: bool) -> None:
-    torch.backends.cudnn.benchmark = not on
+    from torch.backends import cudnn  # a local name: cloudpickle (submitit) cannot pickle it
+
+    cudnn.benchmark = not on
     if on:  # (importing the switch costs seconds, so only when asked)
-        torch.backends.cudnn.deterministic = True
+        cudnn.deterministic = True
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
@@ -234,6 +236,7 @@ class Loop:
         self.device = next(model.parameters()).device
         self.autocast = torch.bfloat16 if cfg.precision == "bf16" else None
         self.loss_fn, self.mixup = build_loss(cfg)
+        self.stopping = False  # a preemption that every rank has seen
 
     def train(self, train_loader, test_loader, state: dict) -> dict:
         steps_per_epoch = len(train_loader)  # (before a resumed epoch's offset shortens it)
@@ -244,12 +247,13 @@ class Loop:
             train_loader.sampler.set_epoch(epoch, start=stats.batches * train_loader.batch_size)
             stats = self.train_epoch(epoch, train_loader, stats)
             state["wall_time_s"] += time.perf_counter() - started
-            if self.preemption.requested and stats.batches < steps_per_epoch:
+            if self.stopping and stats.batches < steps_per_epoch:
                 self.save(state | {"partial": stats.state_dict()}, epoch - 1)
                 log.warning("preempted: checkpoint at epoch %d step %d", epoch, self.opt.step_count)
                 return state
             self.finish_epoch(epoch, stats, test_loader, lr, state, started)
-            if self.preemption.requested:
+            self.stopping = any_rank(self.preemption.requested, self.device)
+            if self.stopping:
                 log.warning("preempted: checkpoint at the end of epoch %d", epoch)
                 return state
         return state
@@ -270,8 +274,16 @@ class Loop:
                 check_every=self.cfg.sync_every,
                 batch_transform=self.mixup,
                 stats=stats,
-                should_stop=lambda: self.preemption.requested,
+                should_stop=self.should_stop,
             )
+
+    def should_stop(self) -> bool:
+        """Stop for preemption at a step boundary all ranks agree on (every sync_every steps
+        under DDP, so that no rank waits in a collective the others never reach)."""
+        if self.ranks.world_size > 1 and self.opt.step_count % self.cfg.sync_every:
+            return False
+        self.stopping = any_rank(self.preemption.requested, self.device)
+        return self.stopping
 
     def record_step(self) -> None:
         """Every ``diagnostics.every`` steps and on every alpha search: what the step saw."""

@@ -20,15 +20,21 @@ from pathlib import Path
 
 from xsam.experiments import load_experiment
 
-REPO = Path(__file__).resolve().parents[1]   # train.py runs here, whatever the caller's cwd
-LAUNCHERS = {"local": [], "slurm": ["hydra/launcher=submitit_slurm"]}
+REPO = Path(__file__).resolve().parents[1]  # train.py runs here, whatever the caller's cwd
+LAUNCHERS = {
+    "local": [],
+    "slurm": ["hydra/launcher=slurm"],
+    "slurm_multigpu": ["hydra/launcher=slurm_multigpu"],
+}
 
 
 def commands(table: str, smoke: bool, launcher: str, extra: list[str]) -> list[list[str]]:
     """The ``python train.py -m ...`` command lines, one per grid."""
     exp = load_experiment(table).variant(smoke)
-    return [[sys.executable, "train.py", "-m", *LAUNCHERS[launcher], *overrides, *extra]
-            for overrides in exp.sweeps()]
+    return [
+        [sys.executable, "train.py", "-m", *LAUNCHERS[launcher], *overrides, *extra]
+        for overrides in exp.sweeps()
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launcher", choices=sorted(LAUNCHERS), default="local")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     argv = sys.argv[1:] if argv is None else list(argv)
-    extra: list[str] = []   # more Hydra overrides, after `--`
+    extra: list[str] = []  # more Hydra overrides, after `--`
     if "--" in argv:
         cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+        argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
 
     for command in commands(args.table, args.smoke, args.launcher, extra):

@@ -27,6 +27,7 @@ class DistEnv:
 
 def init_distributed(use_cuda: bool) -> DistEnv:
     """Join the process group that torchrun (or submitit) described in the environment."""
+    export_slurm_tasks()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
         return DistEnv()
@@ -44,3 +45,26 @@ def sum_over_ranks(*values: torch.Tensor) -> list[torch.Tensor]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(stacked)
     return list(stacked.unbind())
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is true on at least one rank (a collective under DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value)
+
+
+def export_slurm_tasks() -> None:
+    """In a submitit SLURM job with several tasks, export what torchrun would: RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT."""
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or "WORLD_SIZE" in os.environ:
+        return
+    import submitit
+
+    if submitit.JobEnvironment().num_tasks > 1:
+        # every rank keeps every GPU visible: init_distributed picks cuda:LOCAL_RANK itself
+        submitit.helpers.TorchDistributedEnvironment().export(
+            set_cuda_visible_devices=False, overwrite=True
+        )
