@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from xsam import checkpoint, engine
 from xsam.config_checks import ConfigError, check_config
+from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.loader import build_loader
 from xsam.diagnostics import evaluate_sharpness, fixed_batches
 from xsam.diagnostics.batches import batch_loss
@@ -116,7 +117,9 @@ def semantic_config(cfg: DictConfig) -> dict:
     OmegaConf.set_struct(cfg, False)
     cfg.data_root = "<data_root>"  # the same run on another cluster's storage is the same run
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
+    semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
+    semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
+    return semantic
 
 
 def pick_device(name: str, ranks: DistEnv | None = None) -> torch.device:
@@ -147,6 +150,20 @@ def build_loaders(cfg: DictConfig, splits, device: torch.device, ranks: DistEnv)
         raise ConfigError(f"batch_size={cfg.batch_size} must divide over {ranks.world_size} ranks")
     if len(splits.train) < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} samples")
+    if cfg.loader.device_resident:  # the fast path: uint8 images on the device
+        if not cfg.dataset.name.startswith("cifar"):
+            raise ConfigError(
+                f"loader.device_resident needs a CIFAR dataset, not {cfg.dataset.name}"
+            )
+        return device_cifar_loaders(
+            splits,
+            batch_size=cfg.batch_size // ranks.world_size,
+            seed=cfg.seed,
+            device=device,
+            rank=ranks.rank,
+            num_replicas=ranks.world_size,
+            channels_last=cfg.channels_last,
+        )
     common = dict(
         batch_size=cfg.batch_size // ranks.world_size,
         seed=cfg.seed,
