@@ -12,6 +12,8 @@ the authors' PyTorch code (dyhan0920/PyramidNet-PyTorch); no library ships this 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from xsam.models.preact import he_init, preact_head
+
 
 class PyramidBasicBlock(nn.Module):
     """BN-conv-BN-ReLU-conv-BN, plus a zero-padded (and, at stride 2, pooled) identity."""
@@ -55,24 +57,8 @@ class PyramidNet(nn.Module):
             layers.append(PyramidBasicBlock(channels, round(width), stride))
             channels = round(width)
         self.units = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(channels, num_classes),
-        )
-        _init_weights(self)
+        self.head = preact_head(channels, num_classes)
+        he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.units(self.stem(x)))
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He (fan-out) initialization for convolutions and unit BN, as in the authors' code."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)

@@ -10,6 +10,8 @@ width changes; BN-ReLU, global average pool and a linear head. WRN-28-10 with 10
 import torch
 from torch import Tensor, nn
 
+from xsam.models.preact import he_init, preact_head
+
 
 class WideBasicBlock(nn.Module):
     """Pre-activation basic block; the shortcut sees the pre-activated input when it projects."""
@@ -57,26 +59,8 @@ class WideResNet(nn.Module):
                 layers.append(WideBasicBlock(channels, width, stride, dropout))
                 channels = width
         self.blocks = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(channels, num_classes),
-        )
-        _init_weights(self)
+        self.head = preact_head(channels, num_classes)
+        he_init(self, zero_linear_bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.blocks(self.stem(x)))
-
-
-def _init_weights(model: nn.Module) -> None:
-    """He initialization for convolutions, unit BN, zero biases (the reference code's)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear):
-            nn.init.zeros_(module.bias)
