@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
-from xsam.tables.collect import collect
+from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.documents import write_outputs
 from xsam.tables.render import Provenance
 from xsam.tables.table import build_table
@@ -23,13 +23,7 @@ from xsam.tables.table import build_table
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="a name in experiments/ (table1) or a path to a YAML")
-    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read this W&B project")
-    parser.add_argument("--smoke", action="store_true", help="the smoke variant's runs")
-    parser.add_argument("--allow-mixed-commits", action="store_true",
-                        help="report cells whose runs come from different code versions")
-    parser.add_argument("--out", default="results", help="output folder (default: results)")
+    add_source_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -58,13 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_outputs(table, provenance, Path(args.out)):
         print(f"wrote {path}")
     cells = table.cells.values()
-    print(f"{len(table.used_runs())} runs in {sum(bool(c.runs) for c in cells)} of "
-          f"{len(table.cells)} cells; {len(table.unfinished)} unfinished, "
-          f"{len(table.duplicates)} duplicates, {len(table.ignored)} ignored")
+    print(
+        f"{len(table.used_runs())} runs in {sum(bool(c.runs) for c in cells)} of "
+        f"{len(table.cells)} cells; {len(table.unfinished)} unfinished, "
+        f"{len(table.duplicates)} duplicates, {len(table.ignored)} ignored"
+    )
     refused = [c.key for c in cells if c.refused]
     if refused:
-        print(f"refused {len(refused)} cells mixing code versions: {', '.join(refused)} "
-              "(rerun them at one commit, or pass --allow-mixed-commits)", file=sys.stderr)
+        print(
+            f"refused {len(refused)} cells mixing code versions: {', '.join(refused)} "
+            "(rerun them at one commit, or pass --allow-mixed-commits)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -12,21 +12,15 @@ import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
-from xsam.tables.collect import collect
+from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.plots import plot_curves
 from xsam.tables.table import build_table
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("table", help="a name in experiments/ (table1) or a path to a YAML")
-    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read this W&B project")
-    parser.add_argument("--smoke", action="store_true", help="the smoke variant's runs")
-    parser.add_argument("--allow-mixed-commits", action="store_true",
-                        help="also plot cells whose runs come from different code versions")
+    add_source_arguments(parser)
     parser.add_argument("--metric", help="the per-epoch key to plot (default: the table's)")
-    parser.add_argument("--out", default="results", help="output folder (default: results)")
     args = parser.parse_args(argv)
 
     exp = load_experiment(args.table).variant(args.smoke)

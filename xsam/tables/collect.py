@@ -22,16 +22,16 @@ class RunRecord:
     """One training run, finished or not."""
 
     run_id: str
-    source: str                    # "runs/<group>/<dir>" or "wandb:<entity>/<project>/<id>"
+    source: str  # "runs/<group>/<dir>" or "wandb:<entity>/<project>/<id>"
     finished: bool
-    choices: dict[str, Any]        # Hydra group choices: dataset, model, optimizer, ...
-    config: dict[str, Any]         # the resolved config
+    choices: dict[str, Any]  # Hydra group choices: dataset, model, optimizer, ...
+    config: dict[str, Any]  # the resolved config
     seed: int | None
-    commit: str                    # "" when unknown
+    commit: str  # "" when unknown
     dirty: bool
-    started: str                   # sortable timestamp; the newest duplicate wins
-    final: dict[str, Any] = field(default_factory=dict)   # last epoch's metrics
-    curve: tuple[dict[str, Any], ...] = ()                # one dict per epoch
+    started: str  # sortable timestamp; the newest duplicate wins
+    final: dict[str, Any] = field(default_factory=dict)  # last epoch's metrics
+    curve: tuple[dict[str, Any], ...] = ()  # one dict per epoch
 
     @property
     def version(self) -> str:
@@ -79,9 +79,11 @@ def collect_run_dirs(runs_dir: Path, group: str, with_curves: bool = False) -> l
     root = Path(runs_dir) / group
     if not root.is_dir():
         return []
-    return [read_run_dir(d, f"{Path(runs_dir).as_posix()}/{group}/{d.name}", with_curves)
-            for d in sorted(root.iterdir())
-            if d.is_dir() and ((d / "meta.json").is_file() or (d / "config.yaml").is_file())]
+    return [
+        read_run_dir(d, f"{Path(runs_dir).as_posix()}/{group}/{d.name}", with_curves)
+        for d in sorted(root.iterdir())
+        if d.is_dir() and ((d / "meta.json").is_file() or (d / "config.yaml").is_file())
+    ]
 
 
 def record_from_wandb(run: Any, path: str, metric_keys: tuple[str, ...] = ()) -> RunRecord:
@@ -94,25 +96,33 @@ def record_from_wandb(run: Any, path: str, metric_keys: tuple[str, ...] = ()) ->
     # train.py copies the final epoch's metrics to "summary/<key>" once the run finishes;
     # the plain keys are the last logged values (the same numbers for a finished run)
     prefix = "summary/"
-    final = {k[len(prefix):]: v for k, v in summary.items() if k.startswith(prefix)} or summary
+    final = {k[len(prefix) :]: v for k, v in summary.items() if k.startswith(prefix)} or summary
     curve: tuple[dict[str, Any], ...] = ()
     if metric_keys:
         rows = run.history(keys=["epoch", *metric_keys], samples=100_000, pandas=False)
         curve = tuple(dict(row) for row in rows)
     seed = config.get("seed")
     return RunRecord(
-        run_id=str(run.id), source=f"wandb:{path}/{run.id}",
-        finished=run.state == "finished", choices=choices, config=config,
+        run_id=str(run.id),
+        source=f"wandb:{path}/{run.id}",
+        finished=run.state == "finished",
+        choices=choices,
+        config=config,
         seed=int(seed) if seed is not None else None,
-        commit=str(git.get("commit") or ""), dirty=bool(git.get("dirty", False)),
+        commit=str(git.get("commit") or ""),
+        dirty=bool(git.get("dirty", False)),
         started=str(getattr(run, "created_at", "") or ""),
         final={k: v for k, v in final.items() if isinstance(v, (int, float, str, bool))},
         curve=curve,
     )
 
 
-def collect_wandb(path: str, group: str, metric_keys: tuple[str, ...] = (),
-                  api_factory: Callable[[], Any] | None = None) -> list[RunRecord]:
+def collect_wandb(
+    path: str,
+    group: str,
+    metric_keys: tuple[str, ...] = (),
+    api_factory: Callable[[], Any] | None = None,
+) -> list[RunRecord]:
     """Runs of W&B group ``group`` in ``path`` = ``entity/project`` (needs the network)."""
     if api_factory is None:
         import wandb
@@ -149,8 +159,9 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def collect(group: str, runs_dir: Path | None, wandb_path: str | None,
-            metric_keys: tuple[str, ...] = ()) -> tuple[list[RunRecord], tuple[str, ...]]:
+def collect(
+    group: str, runs_dir: Path | None, wandb_path: str | None, metric_keys: tuple[str, ...] = ()
+) -> tuple[list[RunRecord], tuple[str, ...]]:
     """Runs of ``group`` from a run root and/or W&B, and a description of each source.
 
     ``metric_keys`` non-empty also reads per-epoch curves (``metrics.jsonl``, W&B history).
@@ -165,3 +176,17 @@ def collect(group: str, runs_dir: Path | None, wandb_path: str | None,
         found.append(records)
         sources.append(f"{len(records)} W&B runs in `{wandb_path}`, group `{group}`")
     return merge_sources(*found), tuple(sources)
+
+
+def add_source_arguments(parser) -> None:
+    """The command-line options that say which runs a table is built from."""
+    parser.add_argument("table", help="a name in experiments/ (table1) or a path to a YAML")
+    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read this W&B project")
+    parser.add_argument("--smoke", action="store_true", help="the smoke variant's runs")
+    parser.add_argument(
+        "--allow-mixed-commits",
+        action="store_true",
+        help="use cells whose runs come from different code versions",
+    )
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
