@@ -311,3 +311,32 @@ def test_step_diagnostics_and_end_of_run_sharpness(tmp_path):
     assert float(best.rsplit("/", 1)[1]) == pytest.approx(searches[0]["diag/alpha"])
     sharpness = json.loads((run_dir / "sharpness.json").read_text())
     assert sharpness["sharpness/top_eigenvalue"] > 0 and summary["sharpness"] == sharpness
+
+
+def test_unreachable_wandb_falls_back_to_offline_with_one_warning(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "online")  # restored after the test (the fallback sets it)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    cfg, choices = compose_run(
+        [
+            f"run_root={tmp_path}",
+            "logger.mode=online",
+            "logger.init_timeout=10",
+            *FAST[:2],
+            "batch_size=200",
+        ]
+    )
+    summary = train.run(cfg, choices)
+    assert summary["status"] == "finished"
+    warnings = [r for r in caplog.records if "logging offline instead" in r.getMessage()]
+    assert len(warnings) == 1
+    (run_dir,) = run_dirs(tmp_path)
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("options", [["precision=bf16", "channels_last=true"], ["compile=true"]])
+def test_precision_layout_and_compile_options_run_on_cpu(tmp_path, options):
+    cfg, choices = compose_run([f"run_root={tmp_path}", *options, "optimizer=sam", *FAST])
+    summary = train.run(cfg, choices)
+    assert summary["final"]["epoch"] == 2
+    assert torch.isfinite(torch.tensor(summary["final"]["train/loss"]))
