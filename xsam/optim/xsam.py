@@ -102,12 +102,12 @@ class XSAM(Optimizer):
     def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> None:
         w0 = self._w0_buffers(params)
         torch._foreach_copy_(w0, params)
-        g_i = g_0
+        g_i, norm_i = g_0, grad_norm_0
         for i in range(self.steps):
             if i > 0:
                 self._gradient_pass(closure)
-                g_i = [p.grad for p in params]
-            self._ascend(params, g_i, self.rho / self.steps)
+                g_i, norm_i = [p.grad for p in params], None
+            self._ascend(params, g_i, self.rho / self.steps, norm_i)
         loss_k = self._gradient_pass(closure)
         g_k = [p.grad for p in params]
         torch._foreach_sub_(params, w0)  # params now hold theta_k - w0 (v0 before normalising)
@@ -131,15 +131,16 @@ class XSAM(Optimizer):
             finite=finite,
         )
 
-    def _ascend(self, params: list[Tensor], g: list[Tensor], step_size: float) -> None:
-        """theta += step_size * e(g); the gradient tensors are consumed (scaled in place)."""
+    def _ascend(self, params, g: list[Tensor], step_size: float, norm: Tensor | None) -> None:
+        """theta += step_size * e(g); the gradient tensors are consumed (scaled in place).
+        ``norm`` is ||g|| when already known."""
         if self.adaptive:
             t_op = torch._foreach_abs(params)
             torch._foreach_add_(t_op, self.eta)  # T = |theta| + eta
             torch._foreach_mul_(g, t_op)  # T g
             norm = global_norm(g)
             torch._foreach_mul_(g, t_op)  # T^2 g
-        else:
+        elif norm is None:
             norm = global_norm(g)
         torch._foreach_mul_(g, step_size / (norm + self.eps))
         torch._foreach_add_(params, g)
