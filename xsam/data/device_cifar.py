@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from xsam.data.cifar import channel_stats
+from xsam.data.loader import epoch_generator
 from xsam.data.splits import DataSplits
 from xsam.data.transforms import Cutout
 
@@ -113,7 +114,7 @@ class DeviceCifarLoader:
         before this rank's positions are taken, so ranks and resumes see the same draws.
         """
         n, (height, width) = len(self.images), self.images.shape[-2:]
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)  # as the sampler
+        g = epoch_generator(self.seed, self.epoch)  # the sampler's: the same order
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         if self.train:
             offsets = torch.randint(2 * self.padding + 1, (2, n), generator=g)

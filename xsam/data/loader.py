@@ -16,6 +16,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 _SEED_SPACE = 2**31 - 1
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator that draws an epoch's order (and per-sample seeds) for a run seed."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
 class SeededOrderSampler(Sampler):
     """A permutation per epoch from ``(seed, epoch)``, sharded over ranks, resumable.
 
@@ -53,7 +58,7 @@ class SeededOrderSampler(Sampler):
         return self.per_rank - self.start
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.num_samples, generator=g) if self.shuffle else None
         sample_seeds = torch.randint(_SEED_SPACE, (self.num_samples,), generator=g)
         positions = range(self.rank, self.stop, self.num_replicas)
