@@ -24,7 +24,10 @@ def digits_splits(*, test_fraction: float = 0.2, split_seed: int = 0) -> DataSpl
     digits = load_digits()
     images = digits.images.astype(np.float32) / _PIXEL_MAX
     x_train, x_test, y_train, y_test = train_test_split(
-        images, digits.target, test_size=test_fraction, random_state=split_seed,
+        images,
+        digits.target,
+        test_size=test_fraction,
+        random_state=split_seed,
         stratify=digits.target,
     )
     mean, std = x_train.mean(), x_train.std()

@@ -46,20 +46,31 @@ def imagenet_splits(
     stats = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
     # color_jitter=None: timm's default jitter is not part of the ResNet or ViT recipe
     train_transform = create_transform(
-        image_size, is_training=True, auto_augment=auto_augment, re_prob=re_prob,
-        interpolation=interpolation, color_jitter=None, **stats,
+        image_size,
+        is_training=True,
+        auto_augment=auto_augment,
+        re_prob=re_prob,
+        interpolation=interpolation,
+        color_jitter=None,
+        **stats,
     )
     test_transform = create_transform(
         image_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, **stats
     )
     what = f"ImageNet-{num_classes}"
     train = image_folder(
-        root / "train", transform=train_transform, classes=num_classes,
-        what=f"{what} train/", hint=_HINT,
+        root / "train",
+        transform=train_transform,
+        classes=num_classes,
+        what=f"{what} train/",
+        hint=_HINT,
     )
     test = image_folder(
-        root / "val", transform=test_transform, classes=train.classes,
-        what=f"{what} val/", hint=_HINT,
+        root / "val",
+        transform=test_transform,
+        classes=train.classes,
+        what=f"{what} val/",
+        hint=_HINT,
     )
     return DataSplits(train=train, test=test, num_classes=num_classes)
 
