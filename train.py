@@ -51,7 +51,7 @@ def main(cfg: DictConfig) -> dict | None:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
         if not isinstance(cause, USER_ERRORS):
             raise
-        log.error("%s: %s", type(cause).__name__, cause)  # one line, no traceback
+        print(f"error: {cause}", file=sys.stderr)  # one line, no traceback
         sys.exit(2)
 
 

@@ -20,9 +20,18 @@ from xsam.experiments import (
 REPO = Path(__file__).resolve().parents[1]
 NAMES = list_experiments()
 # runs per table: cells x 3 seeds (table 1: CIFAR 2 x 3 models + Tiny-ImageNet 1, x 4 optimizers)
-EXPECTED_RUNS = {"demo": 9, "table1": 84, "table2": 24, "table3": 12, "table4": 18,
-                 "table5a": 12, "table5b": 27, "table5c": 9, "table6": 36}
-OPTIONS = {"dataset", "model", "optimizer"}   # Hydra groups an axis may choose from
+EXPECTED_RUNS = {
+    "demo": 9,
+    "table1": 84,
+    "table2": 24,
+    "table3": 12,
+    "table4": 18,
+    "table5a": 12,
+    "table5b": 27,
+    "table5c": 9,
+    "table6": 36,
+}
+OPTIONS = {"dataset", "model", "optimizer"}  # Hydra groups an axis may choose from
 
 
 def test_every_table_of_the_protocol_is_defined() -> None:
@@ -55,22 +64,40 @@ def _product_size(sweep: list[str]) -> int:
 
 def test_table2_expands_to_hydra_overrides() -> None:
     runs = load_experiment("table2").overrides()
-    assert runs[0] == ["experiment=table2", "dataset=cifar100", "model=resnet18",
-                       "optimizer.steps=1", "optimizer=sam", "seed=0"]
+    assert runs[0] == [
+        "experiment=table2",
+        "dataset=cifar100",
+        "model=resnet18",
+        "optimizer.steps=1",
+        "optimizer=sam",
+        "seed=0",
+    ]
     assert runs[-1][-3:] == ["optimizer.steps=5", "optimizer=xsam", "seed=2"]
 
 
 def test_sweep_dry_run_prints_multirun_commands() -> None:
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "sweep.py"), "table1", "--launcher", "slurm",
-         "--dry-run", "--", "hydra.launcher.partition=gpu"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            str(REPO / "scripts" / "sweep.py"),
+            "table1",
+            "--launcher",
+            "slurm",
+            "--dry-run",
+            "--",
+            "hydra.launcher.partition=gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "python train.py -m hydra/launcher=submitit_slurm experiment=table1 "
+        "python train.py -m hydra/launcher=slurm experiment=table1 "
         "dataset=cifar10,cifar100 model=resnet18,vgg11_bn,densenet121 "
         "optimizer=sgd,sgdplus,sam,xsam seed=0,1,2 hydra.launcher.partition=gpu",
-        "python train.py -m hydra/launcher=submitit_slurm experiment=table1 "
+        "python train.py -m hydra/launcher=slurm experiment=table1 "
         "dataset=tinyimagenet model=resnet18 optimizer=sgd,sgdplus,sam,xsam seed=0,1,2 "
         "hydra.launcher.partition=gpu",
     ]
@@ -88,19 +115,24 @@ metric: test/acc
 """
 
 
-@pytest.mark.parametrize(("edit", "key"), [
-    (lambda s: s.replace("seeds: [0, 1, 2]", "seeds: [0, 0]"), "seeds"),
-    (lambda s: s.replace("columns: [optimizer]", "columns: []"), "rows"),
-    (lambda s: s.replace("metric: test/acc\n", ""), "metric"),
-    (lambda s: s + "reference: {sgd: 90.0}\n", "reference.sgd"),
-    (lambda s: s + "reference: {xsam: high}\n", "reference.xsam"),
-    (lambda s: s + "paired: {axis: optimizer, treatment: xsam, baseline: sgd}\n",
-     "paired.baseline"),
-    (lambda s: s + "fixed: {optimizer: sam}\n", "fixed.optimizer"),
-    (lambda s: s + "colums: [x]\n", "colums"),
-    (lambda s: s.replace("name: bad", "name: other"), "name"),
-    (lambda s: s.replace("[sam, xsam]", "[]"), "axes.optimizer"),
-])
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda s: s.replace("seeds: [0, 1, 2]", "seeds: [0, 0]"), "seeds"),
+        (lambda s: s.replace("columns: [optimizer]", "columns: []"), "rows"),
+        (lambda s: s.replace("metric: test/acc\n", ""), "metric"),
+        (lambda s: s + "reference: {sgd: 90.0}\n", "reference.sgd"),
+        (lambda s: s + "reference: {xsam: high}\n", "reference.xsam"),
+        (
+            lambda s: s + "paired: {axis: optimizer, treatment: xsam, baseline: sgd}\n",
+            "paired.baseline",
+        ),
+        (lambda s: s + "fixed: {optimizer: sam}\n", "fixed.optimizer"),
+        (lambda s: s + "colums: [x]\n", "colums"),
+        (lambda s: s.replace("name: bad", "name: other"), "name"),
+        (lambda s: s.replace("[sam, xsam]", "[]"), "axes.optimizer"),
+    ],
+)
 def test_invalid_definition_names_file_and_key(tmp_path: Path, edit, key: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(edit(GOOD))
@@ -117,8 +149,10 @@ def test_valid_definition_and_unknown_name(tmp_path: Path) -> None:
         load_experiment("nope", root=tmp_path)
 
 
-@pytest.mark.skipif(not (REPO / "configs" / "config.yaml").is_file(),
-                    reason="the Hydra configs are not in this checkout")
+@pytest.mark.skipif(
+    not (REPO / "configs" / "config.yaml").is_file(),
+    reason="the Hydra configs are not in this checkout",
+)
 @pytest.mark.parametrize("name", NAMES)
 def test_definition_composes_with_the_configs(name: str) -> None:
     """Every option and key a table uses exists in configs/ (compose only, nothing is built)."""
@@ -128,7 +162,7 @@ def test_definition_composes_with_the_configs(name: str) -> None:
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
         for smoke in (False, True):
             exp = load_experiment(name).variant(smoke)
-            first_seed = dict(zip(exp.cells(), exp.overrides()[::len(exp.seeds)], strict=True))
+            first_seed = dict(zip(exp.cells(), exp.overrides()[:: len(exp.seeds)], strict=True))
             cells = _covering_cells(exp) if not smoke else exp.cells()[:1]
             for cell in cells:
                 cfg = compose("config", overrides=first_seed[cell])
