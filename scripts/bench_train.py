@@ -27,9 +27,7 @@ only" row times the loader alone (batches moved to the device, no model).
 import argparse
 import importlib.util
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +42,7 @@ import torchvision
 from torch import nn
 
 from xsam import engine
+from xsam.benchmarking import cpu_name, markdown_table
 from xsam.data.cifar import cifar_splits
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.loader import build_loader
@@ -240,16 +239,6 @@ COLUMNS = [  # (header, key, format)
 ]
 
 
-def format_table(rows: list[dict]) -> str:
-    def cell(row, key, fmt):
-        return "—" if row.get(key) is None else fmt.format(row[key])
-
-    lines = ["| " + " | ".join(h for h, _, _ in COLUMNS) + " |"]
-    lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
-    lines += ["| " + " | ".join(cell(r, k, f) for _, k, f in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def target_notes(rows: list[dict], samples: dict[str, dict]) -> str:
     """The issue's targets, each marked met or MISSED (fast vs torchvision: GPU only).
 
@@ -282,17 +271,6 @@ def _spread(num: list[float], den: list[float], factor: float) -> str:
 
 def _verdict(met: bool) -> str:
     return "met" if met else "MISSED"
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-        if names:
-            return names[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe(device: torch.device, args) -> str:
@@ -371,7 +349,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(describe(device, settings), flush=True)
             samples[device.type] = measure(device, splits, settings)
             rows += device_rows(device, samples[device.type], settings)
-    table = format_table(rows)
+    table = markdown_table(rows, COLUMNS)
     print(table)
     print(target_notes(rows, samples))
     print(f"at the end: {load()}")
