@@ -19,9 +19,7 @@ docs/BENCHMARKS.md explains the traffic accounting behind the floor column.
 import argparse
 import copy
 import math
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ import torchvision
 from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 
+from xsam.benchmarking import Column, cpu_name, markdown_table
 from xsam.models import cifar_resnet
 from xsam.optim import XSAM, BatchClosure
 
@@ -465,7 +464,7 @@ def device_rows(device, template, model, args) -> list[dict]:
     return rows
 
 
-COLUMNS = [  # (header, key, format)
+COLUMNS: list[Column] = [  # (header, key, format)
     ("device", "device", "{}"),
     ("step", "method", "{}"),
     ("ours ms", "ours_ms", "{:.2f}"),
@@ -484,27 +483,6 @@ COLUMNS = [  # (header, key, format)
     ("CUDA peak ours", "cuda_peak_P_ours", "{:.2f} P"),
     ("CUDA peak per-tensor", "cuda_peak_P_per-tensor", "{:.2f} P"),
 ]
-
-
-def format_table(rows: list[dict]) -> str:
-    def cell(row, key, fmt):
-        return "—" if row.get(key) is None else fmt.format(row[key])
-
-    lines = ["| " + " | ".join(h for h, _, _ in COLUMNS) + " |"]
-    lines.append("|" + "|".join(" --- " for _ in COLUMNS) + "|")
-    lines += ["| " + " | ".join(cell(r, k, f) for _, k, f in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        names = [line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line]
-        if names:
-            return names[0]
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return platform.processor() or platform.machine()
 
 
 def describe(devices: list[torch.device], n_params: int, args) -> str:
@@ -615,7 +593,7 @@ def main(argv: list[str] | None = None) -> dict:
         batch, calls = per_device(device, args)
         settings = argparse.Namespace(**{**vars(args), "calls": calls, "batch": batch})
         rows += device_rows(device, [t.to(device) for t in template], model, settings)
-    table = format_table(rows)
+    table = markdown_table(rows, COLUMNS)
     print(table)
     print(target_notes(rows))
     return {"rows": rows, "check_max_diff": worst, "check_passed": passed, "table": table}
