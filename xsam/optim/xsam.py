@@ -166,13 +166,15 @@ class XSAM(Optimizer):
         On entry and on return ``params`` hold theta_k - w0.
         """
         delta = [p.clone() for p in params]  # theta_k - w0; search steps only: a transient copy
+        v1_part = [torch.empty_like(g) for g in g_k]  # scratch, reused at every grid point
         grid = self.alpha_grid.to(plane["t"])
         losses = []
         for alpha in grid:
             c0, c1 = _arc_coefficients(alpha, plane["t"])
             torch._foreach_copy_(params, delta)
             torch._foreach_mul_(params, self.rho_max * c0 / (plane["delta_norm"] + self.eps))
-            v1_part = torch._foreach_mul(g_k, self.rho_max * c1 / (plane["grad_norm_k"] + self.eps))
+            torch._foreach_copy_(v1_part, g_k)
+            torch._foreach_mul_(v1_part, self.rho_max * c1 / (plane["grad_norm_k"] + self.eps))
             torch._foreach_add_(params, v1_part)
             torch._foreach_add_(params, w0)
             losses.append(closure(backward=False).detach().to(grid.dtype))
