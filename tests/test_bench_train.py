@@ -3,20 +3,14 @@
 No timing is asserted: timings depend on the machine and its load.
 """
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_train.py"
+from script_loader import load_script
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_train")
 
 
 @pytest.mark.slow

@@ -474,8 +474,12 @@ def test_figures_go_to_the_runs_wandb_run(run_dir, script, monkeypatch):
     pngs = script("plot_alpha").main([str(run_dir), "--wandb"])
     (offline,) = (run_dir / "wandb").glob("offline-run-*-tiny0000")
     wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run([str(wandb_cli), "leet", "inspect", "--json", str(offline)],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     rows = [json.loads(x)["history"]["item"] for x in out.stdout.splitlines() if '"history"' in x]
     logged = {k.split(".")[0] for row in rows for k in row if not k.startswith("_")}

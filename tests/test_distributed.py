@@ -30,8 +30,10 @@ def mlp() -> nn.Module:
 def global_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     g = torch.Generator().manual_seed(3)
     return [
-        (torch.randn(BATCH, 6, generator=g, dtype=torch.float64),
-         torch.randint(0, 4, (BATCH,), generator=g))
+        (
+            torch.randn(BATCH, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 4, (BATCH,), generator=g),
+        )
         for _ in range(STEPS)
     ]
 
@@ -53,8 +55,14 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
     shard = [(x[rank::world], y[rank::world]) for x, y in global_batches()]
     opt, alphas = train(model, shard, net=DDP(model))
     if rank == 0:
-        torch.save({"params": [p.detach() for p in model.parameters()], "alphas": alphas,
-                    "angle": opt.diagnostics["angle"]}, out)
+        torch.save(
+            {
+                "params": [p.detach() for p in model.parameters()],
+                "alphas": alphas,
+                "angle": opt.diagnostics["angle"],
+            },
+            out,
+        )
     dist.destroy_process_group()
 
 
@@ -79,13 +87,30 @@ def test_two_ranks_equal_one_process_including_alpha_search(tmp_path):
 @pytest.mark.slow
 def test_train_py_under_torchrun_with_two_ranks(tmp_path):
     """2 CPU ranks: one run directory written by rank 0, the same run as a single process."""
-    args = [f"run_root={tmp_path}", "epochs=2", "progress=false", "logger.mode=disabled",
-            "model=small_cnn", "batch_size=128"]
+    args = [
+        f"run_root={tmp_path}",
+        "epochs=2",
+        "progress=false",
+        "logger.mode=disabled",
+        "model=small_cnn",
+        "batch_size=128",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                f"--master_port={free_port()}"]
-    result = subprocess.run([*torchrun, str(REPO / "train.py"), *args], capture_output=True,
-                            text=True, env=env, cwd=REPO, timeout=600)
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+    ]
+    result = subprocess.run(
+        [*torchrun, str(REPO / "train.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = [p.parent for p in tmp_path.glob("*/*/summary.json")]
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-
-import train
 from formats import accept_cifar_checksums, write_cifar
 from test_train import compose_run, run_dirs
+
+import train
 
 FAMILIES = ["resnet18", "vgg11_bn", "densenet121", "wrn16_8", "pyramidnet110", "vit_cifar"]
 
