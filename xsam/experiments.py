@@ -88,23 +88,37 @@ class Experiment:
         results never mix with the real ones, and ``smoke`` overrides on top of ``fixed``."""
         if not smoke:
             return self
-        return replace(self, name=f"{self.name}_smoke", group=f"{self.group}_smoke",
-                       fixed={**self.fixed, **self.smoke}, smoke={})
+        return replace(
+            self,
+            name=f"{self.name}_smoke",
+            group=f"{self.group}_smoke",
+            fixed={**self.fixed, **self.smoke},
+            smoke={},
+        )
 
     def overrides(self) -> list[list[str]]:
         """One Hydra override list per run: cells x seeds."""
-        return [self._head() + [f"{k}={format_value(v)}"
-                                for k, v in zip(self.axes, cell, strict=True)]
-                + [f"seed={seed}"] for cell in self.cells() for seed in self.seeds]
+        return [
+            self._head()
+            + [f"{k}={format_value(v)}" for k, v in zip(self.axes, cell, strict=True)]
+            + [f"seed={seed}"]
+            for cell in self.cells()
+            for seed in self.seeds
+        ]
 
     def sweeps(self) -> list[list[str]]:
         """One Hydra multirun override list per grid (comma-separated values)."""
-        return [self._head() + [f"{k}={','.join(map(format_value, grid[k]))}" for k in self.axes]
-                + [f"seed={','.join(map(str, self.seeds))}"] for grid in self.grids]
+        return [
+            self._head()
+            + [f"{k}={','.join(map(format_value, grid[k]))}" for k in self.axes]
+            + [f"seed={','.join(map(str, self.seeds))}"]
+            for grid in self.grids
+        ]
 
     def _head(self) -> list[str]:
-        return [f"experiment={self.group}"] + [f"{k}={format_value(v)}"
-                                              for k, v in self.fixed.items()]
+        return [f"experiment={self.group}"] + [
+            f"{k}={format_value(v)}" for k, v in self.fixed.items()
+        ]
 
 
 def cell_key(values: tuple[Any, ...]) -> str:
@@ -124,8 +138,12 @@ def format_value(value: Any) -> str:
 def same_value(a: Any, b: Any) -> bool:
     """Config equality that does not care whether YAML said ``2`` or ``2.0``."""
     numbers = (int, float)
-    if isinstance(a, numbers) and isinstance(b, numbers) and not isinstance(a, bool) \
-            and not isinstance(b, bool):
+    if (
+        isinstance(a, numbers)
+        and isinstance(b, numbers)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return math.isclose(a, b, rel_tol=1e-9, abs_tol=0.0)
     return format_value(a) == format_value(b)
 
@@ -168,8 +186,12 @@ def _parse(raw: Any, path: Path) -> Experiment:
     if raw["name"] != path.stem:
         raise fail("name", f"'{raw['name']}' differs from the file name '{path.stem}'")
     seeds = raw["seeds"]
-    if not isinstance(seeds, list) or not seeds or not all(type(s) is int for s in seeds) \
-            or len(set(seeds)) != len(seeds):
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(type(s) is int for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
         raise fail("seeds", "expected a non-empty list of distinct integers")
     grids = _parse_grids(raw["axes"], fail)
     rows, columns = (_parse_keys(raw[k], k, fail) for k in ("rows", "columns"))
@@ -185,9 +207,18 @@ def _parse(raw: Any, path: Path) -> Experiment:
     if not isinstance(error, bool):
         raise fail("error", "expected true or false")
     exp = Experiment(
-        name=raw["name"], description=" ".join(raw["description"].split()), group=raw["group"],
-        seeds=tuple(seeds), grids=grids, rows=rows, columns=columns, metric=raw["metric"],
-        fixed=fixed, smoke=smoke, error=error, path=path,
+        name=raw["name"],
+        description=" ".join(raw["description"].split()),
+        group=raw["group"],
+        seeds=tuple(seeds),
+        grids=grids,
+        rows=rows,
+        columns=columns,
+        metric=raw["metric"],
+        fixed=fixed,
+        smoke=smoke,
+        error=error,
+        path=path,
         paired=_parse_paired(raw.get("paired"), grids, fail),
     )
     return replace(exp, reference=_parse_reference(raw.get("reference") or {}, exp, fail))
@@ -203,8 +234,11 @@ def _parse_grids(axes: Any, fail) -> tuple[dict[str, tuple[Any, ...]], ...]:
         if not isinstance(grid, dict) or not grid:
             raise fail(where, "expected a non-empty mapping from a config key to values")
         for key, values in grid.items():
-            if not isinstance(values, list) or not values \
-                    or not all(isinstance(v, _SCALAR) for v in values):
+            if (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, _SCALAR) for v in values)
+            ):
                 raise fail(f"{where}.{key}", "expected a non-empty list of scalars")
             if len({format_value(v) for v in values}) != len(values):
                 raise fail(f"{where}.{key}", "values repeat")
@@ -250,8 +284,11 @@ def _parse_reference(raw: Any, exp: Experiment, fail) -> dict[str, float]:
     keys = {cell_key(cell) for cell in exp.cells()}
     for key, value in raw.items():
         if key not in keys:
-            raise fail(f"reference.{key}", "not a cell key (values of rows + columns, "
-                       f"joined by '/', e.g. '{next(iter(keys))}')")
+            raise fail(
+                f"reference.{key}",
+                "not a cell key (values of rows + columns, "
+                f"joined by '/', e.g. '{next(iter(keys))}')",
+            )
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail(f"reference.{key}", "expected a number")
     return {k: float(v) for k, v in raw.items()}

@@ -70,8 +70,7 @@ def to_latex(table: Table, provenance: Provenance) -> str:
 
 def _tex_table(header: list[str], rows: list[list[str]], labels: int) -> list[str]:
     spec = "l" * labels + "r" * (len(header) - labels)
-    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(header) + r" \\",
-             "\\midrule"]
+    lines = [f"\\begin{{tabular}}{{{spec}}}", "\\toprule", " & ".join(header) + r" \\", "\\midrule"]
     lines += [" & ".join(row) + r" \\" for row in rows]
     return lines + ["\\bottomrule", "\\end{tabular}"]
 
@@ -80,8 +79,11 @@ def write_outputs(table: Table, provenance: Provenance, out_dir: Path) -> list[P
     """Write ``<name>.csv``, ``.md`` and ``.tex`` into ``out_dir``; return the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     name = table.experiment.name
-    texts = {".csv": render_csv(table), ".md": to_markdown(table, provenance),
-             ".tex": to_latex(table, provenance)}
+    texts = {
+        ".csv": render_csv(table),
+        ".md": to_markdown(table, provenance),
+        ".tex": to_latex(table, provenance),
+    }
     paths = []
     for suffix, text in texts.items():
         path = out_dir / f"{name}{suffix}"

@@ -19,9 +19,9 @@ from xsam.tables.table import Table
 class PairedRow:
     """The differences for one setting of the other axes (``label``), over matched seeds."""
 
-    label: tuple[Any, ...]       # the cell values without the paired axis
+    label: tuple[Any, ...]  # the cell values without the paired axis
     seeds: tuple[int, ...]
-    diffs: tuple[float, ...]     # treatment - baseline, per seed (accuracy points)
+    diffs: tuple[float, ...]  # treatment - baseline, per seed (accuracy points)
 
     @property
     def n(self) -> int:
@@ -44,17 +44,18 @@ def paired_rows(table: Table, paired: Paired) -> list[PairedRow]:
     for values, cell in table.cells.items():
         if not same_value(values[i], paired.treatment) or cell.refused:
             continue
-        base_values = values[:i] + (_match(exp, paired),) + values[i + 1:]
+        base_values = values[:i] + (_match(exp, paired),) + values[i + 1 :]
         base = table.cells.get(base_values)
         if base is None or base.refused:
             continue
         seeds = tuple(s for s in exp.seeds if s in cell.runs and s in base.runs)
         diffs = tuple(table.metric(cell.runs[s]) - table.metric(base.runs[s]) for s in seeds)
-        rows.append(PairedRow(values[:i] + values[i + 1:], seeds, diffs))
+        rows.append(PairedRow(values[:i] + values[i + 1 :], seeds, diffs))
     return rows
 
 
 def _match(exp, paired: Paired) -> Any:
     """The baseline as spelled in the axis (YAML may say 1 where the axis has 1.0)."""
-    return next(v for grid in exp.grids for v in grid[paired.axis]
-                if same_value(v, paired.baseline))
+    return next(
+        v for grid in exp.grids for v in grid[paired.axis] if same_value(v, paired.baseline)
+    )

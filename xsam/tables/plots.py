@@ -52,7 +52,7 @@ def plot_curves(table: Table, path: Path, key: str | None = None) -> Path:
                 continue
             epochs, mean, std = seed_band(table, cell, key)
             label = f"{column_label(exp.columns, values[n_rows:])} (n={len(cell.runs)})"
-            color = f"C{col_keys.index(values[n_rows:]) % 10}"   # one colour per column
+            color = f"C{col_keys.index(values[n_rows:]) % 10}"  # one colour per column
             ax.plot(epochs, mean, label=label, color=color, marker="o" if len(epochs) < 3 else "")
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -62,7 +62,7 @@ def plot_curves(table: Table, path: Path, key: str | None = None) -> Path:
         ax.grid(alpha=0.3)
         if ax.has_data():
             ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(row_keys):]:
+    for ax in list(axes.flat)[len(row_keys) :]:
         ax.set_visible(False)
     fig.suptitle(f"{exp.name}: {key}, mean ± std over seeds", fontsize=11)
     fig.tight_layout()

@@ -27,28 +27,34 @@ MISSING, REFUSED = "missing", "refused: mixed commits"
 class Provenance:
     """Where a table came from, for its header."""
 
-    command: str            # the command that rebuilds it
-    definition: str         # the experiment definition file
-    sources: tuple[str, ...]   # e.g. "run directories runs/table1/*", "W&B ent/proj"
+    command: str  # the command that rebuilds it
+    definition: str  # the experiment definition file
+    sources: tuple[str, ...]  # e.g. "run directories runs/table1/*", "W&B ent/proj"
 
 
 @dataclass(frozen=True)
 class Style:
     """How one output format writes the pieces of a cell."""
 
-    spread: Callable[[str, str | None], str]   # (mean, std or None when n = 1) -> text
-    bold: str                                  # a format string with one {}
-    mixed_mark: str    # appended to a cell that mixes code versions, when allowed
+    spread: Callable[[str, str | None], str]  # (mean, std or None when n = 1) -> text
+    bold: str  # a format string with one {}
+    mixed_mark: str  # appended to a cell that mixes code versions, when allowed
     escape: Callable[[str], str]
 
 
-MARKDOWN = Style(lambda m, s: f"{m} ± {s or '–'}", "**{}**", " †",
-                 lambda s: s.replace("|", "\\|"))
-LATEX = Style(lambda m, s: f"${m} \\pm {s}$" if s else f"${m} \\pm$ --",
-              r"{{\boldmath\bfseries {}}}",   # \textbf alone would not bold the math
-              r"$^\dagger$",
-              lambda s: s.replace("\\", r"\textbackslash{}").replace("_", r"\_")
-              .replace("%", r"\%").replace("&", r"\&").replace("#", r"\#"))
+MARKDOWN = Style(lambda m, s: f"{m} ± {s or '–'}", "**{}**", " †", lambda s: s.replace("|", "\\|"))
+LATEX = Style(
+    lambda m, s: f"${m} \\pm {s}$" if s else f"${m} \\pm$ --",
+    r"{{\boldmath\bfseries {}}}",  # \textbf alone would not bold the math
+    r"$^\dagger$",
+    lambda s: (
+        s.replace("\\", r"\textbackslash{}")
+        .replace("_", r"\_")
+        .replace("%", r"\%")
+        .replace("&", r"\&")
+        .replace("#", r"\#")
+    ),
+)
 
 
 def render_csv(table: Table) -> str:
@@ -59,23 +65,54 @@ def render_csv(table: Table) -> str:
     metric_keys = sorted({k for _, run, _ in runs for k in run.final})
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["table", "cell", *exp.axes, *choice_keys, "seed", "run_id", "commit",
-                     "dirty", "started", "status", "source", *metric_keys])
+    writer.writerow(
+        [
+            "table",
+            "cell",
+            *exp.axes,
+            *choice_keys,
+            "seed",
+            "run_id",
+            "commit",
+            "dirty",
+            "started",
+            "status",
+            "source",
+            *metric_keys,
+        ]
+    )
     for values, run, status in runs:
-        writer.writerow([exp.name, cell_key(values), *map(format_value, values),
-                         *(format_value(run.choices.get(k, "")) for k in choice_keys),
-                         run.seed, run.run_id, run.commit, format_value(run.dirty), run.started,
-                         status, run.source, *(_csv_value(run.final.get(k)) for k in metric_keys)])
+        writer.writerow(
+            [
+                exp.name,
+                cell_key(values),
+                *map(format_value, values),
+                *(format_value(run.choices.get(k, "")) for k in choice_keys),
+                run.seed,
+                run.run_id,
+                run.commit,
+                format_value(run.dirty),
+                run.started,
+                status,
+                run.source,
+                *(_csv_value(run.final.get(k)) for k in metric_keys),
+            ]
+        )
     return out.getvalue()
 
 
 def _placed_runs(table: Table) -> list[tuple[tuple[Any, ...], Any, str]]:
     rows = []
     for values, cell in table.cells.items():
-        kept = [(run, "refused (mixed commits)" if cell.refused else "used")
-                for _, run in sorted(cell.runs.items())]
-        dups = [(old, f"duplicate (superseded by {new.run_id})")
-                for v, old, new in table.duplicates if v == values]
+        kept = [
+            (run, "refused (mixed commits)" if cell.refused else "used")
+            for _, run in sorted(cell.runs.items())
+        ]
+        dups = [
+            (old, f"duplicate (superseded by {new.run_id})")
+            for v, old, new in table.duplicates
+            if v == values
+        ]
         for run, status in sorted(kept + dups, key=lambda r: (r[0].seed, r[0].started)):
             rows.append((values, run, status))
     return rows
@@ -112,10 +149,13 @@ def grid(table: Table, style: Style, error: bool = False) -> tuple[list[str], li
         numbers = [m for m in means if m is not None]
         best = (min(numbers) if error else max(numbers)) if len(numbers) > 1 else None
         texts = ["" if c is None else cell_text(table, c, style, error) for c in cells]
-        texts = [style.bold.format(t) if m is not None and m == best else t
-                 for t, m in zip(texts, means, strict=True)]
-        label = [style.escape(format_value(v)) for v in row] or [style.escape(_metric_label(
-            exp.metric, error))]
+        texts = [
+            style.bold.format(t) if m is not None and m == best else t
+            for t, m in zip(texts, means, strict=True)
+        ]
+        label = [style.escape(format_value(v)) for v in row] or [
+            style.escape(_metric_label(exp.metric, error))
+        ]
         body.append(label + texts)
     return header, body
 
@@ -127,8 +167,13 @@ def _rounded_mean(table: Table, cell: Cell | None, error: bool) -> float | None:
 
 def column_label(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
     """Group choices by value (``xsam``); other keys as ``steps=3`` (the last key part)."""
-    return " / ".join(format_value(v) if "." not in k else f"{k.rsplit('.', 1)[1]}={v}"
-                      for k, v in zip(keys, values, strict=True)) or "value"
+    return (
+        " / ".join(
+            format_value(v) if "." not in k else f"{k.rsplit('.', 1)[1]}={v}"
+            for k, v in zip(keys, values, strict=True)
+        )
+        or "value"
+    )
 
 
 def _metric_label(metric: str, error: bool) -> str:
@@ -153,11 +198,15 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
         "(ddof=1); bold: best in its row.",
     ]
     if mixed and table.allow_mixed:
-        lines.append(f"{_plural(len(mixed), 'cell')} mixing code versions (marked †) "
-                     "allowed by --allow-mixed-commits.")
+        lines.append(
+            f"{_plural(len(mixed), 'cell')} mixing code versions (marked †) "
+            "allowed by --allow-mixed-commits."
+        )
     elif mixed:
-        lines.append(f"{_plural(len(mixed), 'cell')} refused: runs from different code "
-                     "versions (rerun at one commit, or pass --allow-mixed-commits).")
+        lines.append(
+            f"{_plural(len(mixed), 'cell')} refused: runs from different code "
+            "versions (rerun at one commit, or pass --allow-mixed-commits)."
+        )
     return lines
 
 
@@ -168,30 +217,57 @@ def _plural(n: int, noun: str) -> str:
 def listings(table: Table) -> list[tuple[str, list[str]]]:
     """The lists under the tables: (title, items); empty lists are dropped except Missing."""
     exp = table.experiment
-    missing = [f"{c.key}: " + ("no finished run" if not c.runs else
-                               _plural(len(table.missing_seeds(c)), "missing seed") + " "
-                               + ", ".join(map(str, table.missing_seeds(c))))
-               for c in table.cells.values() if table.missing_seeds(c)]
+    missing = [
+        f"{c.key}: "
+        + (
+            "no finished run"
+            if not c.runs
+            else _plural(len(table.missing_seeds(c)), "missing seed")
+            + " "
+            + ", ".join(map(str, table.missing_seeds(c)))
+        )
+        for c in table.cells.values()
+        if table.missing_seeds(c)
+    ]
     n_empty = sum(not c.runs for c in table.cells.values())
-    mixed = [f"{c.key}: " + ", ".join(f"seed {s} {r.version} ({r.run_id})"
-             for s, r in sorted(c.runs.items()))
-             for c in table.cells.values() if len(c.versions) > 1]
+    mixed = [
+        f"{c.key}: "
+        + ", ".join(f"seed {s} {r.version} ({r.run_id})" for s, r in sorted(c.runs.items()))
+        for c in table.cells.values()
+        if len(c.versions) > 1
+    ]
     refused_title = "allowed by --allow-mixed-commits" if table.allow_mixed else "refused"
     lists = [
-        (f"Missing: {_plural(n_empty, 'cell')} without a run, "
-         f"{_plural(len(missing) - n_empty, 'cell')} with fewer than {len(exp.seeds)} seeds",
-         missing or ["none"]),
+        (
+            f"Missing: {_plural(n_empty, 'cell')} without a run, "
+            f"{_plural(len(missing) - n_empty, 'cell')} with fewer than {len(exp.seeds)} seeds",
+            missing or ["none"],
+        ),
         (f"Cells mixing code versions ({refused_title})", mixed),
-        ("Cells whose runs differ in more than the seed (config keys)",
-         [f"{c.key}: {', '.join(diff)}" for c in table.cells.values()
-          if (diff := table.config_differences(c))]),
-        ("Duplicate seeds (the newest finished run is kept)",
-         [f"{cell_key(v)} seed {new.seed}: kept {new.run_id} ({new.started}), "
-          f"superseded {old.run_id} ({old.started})" for v, old, new in table.duplicates]),
-        ("Unfinished runs (no summary.json: running, crashed or killed)",
-         [f"{run.source} (seed {run.seed})" for run in table.unfinished]),
-        ("Ignored runs (in no cell of this table)",
-         [f"{run.source}: {why}" for run, why in table.ignored]),
+        (
+            "Cells whose runs differ in more than the seed (config keys)",
+            [
+                f"{c.key}: {', '.join(diff)}"
+                for c in table.cells.values()
+                if (diff := table.config_differences(c))
+            ],
+        ),
+        (
+            "Duplicate seeds (the newest finished run is kept)",
+            [
+                f"{cell_key(v)} seed {new.seed}: kept {new.run_id} ({new.started}), "
+                f"superseded {old.run_id} ({old.started})"
+                for v, old, new in table.duplicates
+            ],
+        ),
+        (
+            "Unfinished runs (no summary.json: running, crashed or killed)",
+            [f"{run.source} (seed {run.seed})" for run in table.unfinished],
+        ),
+        (
+            "Ignored runs (in no cell of this table)",
+            [f"{run.source}: {why}" for run, why in table.ignored],
+        ),
     ]
     return [(title, items) for title, items in lists if items]
 
@@ -216,8 +292,9 @@ def paired_table(table: Table, style: Style) -> tuple[str, list[str], list[list[
         return None
     exp = table.experiment
     others = [k for k in exp.axes if k != paired.axis]
-    title = (f"Paired: {paired.treatment} - {paired.baseline} on matched seeds "
-             f"(`{exp.metric}` points)")
+    title = (
+        f"Paired: {paired.treatment} - {paired.baseline} on matched seeds (`{exp.metric}` points)"
+    )
     header = [style.escape(k) for k in others] + ["n", "mean difference", "min", "max"]
     return title, header, [_paired_row(row, style) for row in paired_rows(table, paired)]
 

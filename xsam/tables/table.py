@@ -16,8 +16,17 @@ from xsam.experiments import Experiment, cell_key, same_value
 from xsam.tables.collect import RunRecord
 
 # where a run was stored and how it was shown, not what it computed (cf. train.py's hash)
-_NOT_COMPARED = ("seed", "run_root", "data_root", "logger", "loader", "progress", "sync_every",
-                 "device", "experiment")
+_NOT_COMPARED = (
+    "seed",
+    "run_root",
+    "data_root",
+    "logger",
+    "loader",
+    "progress",
+    "sync_every",
+    "device",
+    "experiment",
+)
 
 
 @dataclass
@@ -25,8 +34,8 @@ class Cell:
     """One table cell: the runs kept for it (one per seed) and their metric values."""
 
     values: tuple[Any, ...]
-    runs: dict[int, RunRecord] = field(default_factory=dict)   # seed -> newest finished run
-    refused: bool = False            # runs from different code versions, not allowed
+    runs: dict[int, RunRecord] = field(default_factory=dict)  # seed -> newest finished run
+    refused: bool = False  # runs from different code versions, not allowed
 
     @property
     def key(self) -> str:
@@ -44,9 +53,9 @@ class Table:
     experiment: Experiment
     cells: dict[tuple[Any, ...], Cell]
     allow_mixed: bool
-    duplicates: list[tuple[tuple[Any, ...], RunRecord, RunRecord]]   # (cell, superseded, kept)
+    duplicates: list[tuple[tuple[Any, ...], RunRecord, RunRecord]]  # (cell, superseded, kept)
     unfinished: list[RunRecord]
-    ignored: list[tuple[RunRecord, str]]            # (run, why it is in no cell)
+    ignored: list[tuple[RunRecord, str]]  # (run, why it is in no cell)
 
     def metric(self, run: RunRecord, error: bool = False) -> float:
         acc = float(run.final[self.experiment.metric])
@@ -68,18 +77,31 @@ class Table:
         not change what a run computes left out): a cell should differ only in its seeds."""
         flat = [_flatten(run.config) for _, run in sorted(cell.runs.items())]
         keys = sorted({k for f in flat for k in f})
-        return [k for k in keys if k.split(".")[0] not in _NOT_COMPARED
-                and len({repr(f.get(k)) for f in flat}) > 1]
+        return [
+            k
+            for k in keys
+            if k.split(".")[0] not in _NOT_COMPARED and len({repr(f.get(k)) for f in flat}) > 1
+        ]
 
     def used_runs(self) -> list[RunRecord]:
-        return [run for cell in self.cells.values() if not cell.refused
-                for _, run in sorted(cell.runs.items())]
+        return [
+            run
+            for cell in self.cells.values()
+            if not cell.refused
+            for _, run in sorted(cell.runs.items())
+        ]
 
 
 def build_table(exp: Experiment, records: list[RunRecord], allow_mixed: bool = False) -> Table:
     """Place every record in its cell, keep the newest finished run per seed."""
-    table = Table(exp, {values: Cell(values) for values in exp.cells()}, allow_mixed,
-                  duplicates=[], unfinished=[], ignored=[])
+    table = Table(
+        exp,
+        {values: Cell(values) for values in exp.cells()},
+        allow_mixed,
+        duplicates=[],
+        unfinished=[],
+        ignored=[],
+    )
     for run in sorted(records, key=lambda r: (r.started, r.run_id)):
         values, why = locate(exp, run)
         if why:
@@ -90,7 +112,7 @@ def build_table(exp: Experiment, records: list[RunRecord], allow_mixed: bool = F
             table.ignored.append((run, f"no '{exp.metric}' in its final metrics"))
         else:
             cell = table.cells[values]
-            if run.seed in cell.runs:   # sorted oldest first: the newer run replaces it
+            if run.seed in cell.runs:  # sorted oldest first: the newer run replaces it
                 table.duplicates.append((values, cell.runs[run.seed], run))
             cell.runs[run.seed] = run
     for cell in table.cells.values():
