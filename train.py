@@ -10,6 +10,7 @@ for a finished one. See README.md for the run directory and the W&B settings.
 
 import json
 import logging
+import math
 import sys
 import time
 from pathlib import Path
@@ -197,7 +198,9 @@ def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: in
     if cfg.no_decay_norm_bias:  # ViT recipes: no weight decay on norm weights and biases
         params = weight_decay_groups(model, weight_decay=cfg.optimizer.base.weight_decay)
     search_every = steps_per_epoch if every == "epoch" else every
-    return instantiate(cfg.optimizer, search_every=search_every)(params)
+    # SAM's update needs no angle: form it on the steps that are logged (records, epoch ends)
+    angle_every = math.gcd(cfg.diagnostics.every, steps_per_epoch)
+    return instantiate(cfg.optimizer, search_every=search_every, angle_every=angle_every)(params)
 
 
 def build_loss(cfg: DictConfig):

@@ -41,6 +41,7 @@ def train(model, opt, data) -> None:
         (dict(rho_max=0.0), "rho_max"),
         (dict(search_every=0), "search_every"),
         (dict(eta=-1.0), "eta"),
+        (dict(angle_every=0), "angle_every"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(settings, name):
@@ -122,6 +123,33 @@ def test_save_load_continue_is_bit_identical(settings):
     assert opt_b.step_count == opt.step_count == 10
     assert torch.equal(opt_b.alpha, opt.alpha)
     assert opt_b.forward_passes == opt.forward_passes
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(steps=3), dict(adaptive=True)])
+def test_sam_update_does_not_depend_on_when_the_angle_is_computed(settings):
+    """alpha fixed at 1 updates with g_k whether or not the step forms the plane for the
+    angle diagnostic; the angle appears on the angle_every-th steps only."""
+    data, weights, angle_steps = batches(7), {}, {}
+    for every in (1, 3, None):
+        model = bn_net()
+        opt = XSAM(model.parameters(), base=SGD, angle_every=every, **settings)
+        angle_steps[every] = []
+        for x, y in data:
+            opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+            if "angle" in opt.diagnostics:
+                angle_steps[every].append(opt.step_count)
+        weights[every] = model.state_dict()
+    assert angle_steps == {1: [1, 2, 3, 4, 5, 6, 7], 3: [3, 6], None: []}
+    for k, v in weights[1].items():
+        assert torch.equal(v, weights[3][k]) and torch.equal(v, weights[None][k]), k
+
+
+def test_configurations_that_need_the_plane_report_the_angle_every_step():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, alpha=0.5, angle_every=None)
+    for x, y in batches(3):
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+        assert 0.0 <= float(opt.diagnostics["angle"]) <= torch.pi
 
 
 def test_lr_scheduler_attaches_to_the_optimizer():

@@ -66,6 +66,15 @@ def test_two_epoch_smoke_run_per_optimizer(tmp_path, optimizer):
     assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in records)
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["choices"]["optimizer"] == optimizer and "commit" in meta["git"]
+    if k:  # every epoch reports the angle, SAM's too (formed on the epoch's last step)
+        assert all(0 <= r["xsam/angle"] <= torch.pi for r in records)
+
+
+@pytest.mark.parametrize("every, expected", [(0, 8), (4, 4), (3, 1), (16, 8)])
+def test_sam_forms_its_angle_on_the_logged_steps(every, expected):
+    cfg, _ = compose_run(["optimizer=sam", f"diagnostics.every={every}"])
+    opt = train.build_optimizer(cfg, torch.nn.Linear(2, 1), steps_per_epoch=8)
+    assert opt.angle_every == expected  # divides both every and the epoch length
 
 
 def test_relaunching_a_finished_run_does_nothing(tmp_path, caplog):

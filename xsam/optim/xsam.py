@@ -23,6 +23,11 @@ Reductions, each proved by a test:
     steps=k, alpha=1        multi-step SAM: the update gradient is g_k
     steps=1, alpha=0        "SGD+": direction g_0 / ||g_0||, length ||g_1||
     adaptive=True, alpha=1  ASAM
+
+With alpha fixed at 1 (no search) the update gradient is g_k itself, as SAM defines it:
+d(1) = v1, so the arc is not formed (nor its sin t fallback, which would only matter for
+(anti)parallel v0 and v1). The plane is then a diagnostic alone, computed every
+``angle_every`` steps.
 """
 
 from collections.abc import Callable, Iterable
@@ -34,7 +39,14 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.optim import Optimizer
 
-from xsam.optim.kernels import all_finite, global_dot, global_norm
+from xsam.optim.kernels import (
+    add_scaled_,
+    all_finite,
+    combine_,
+    global_dot,
+    global_norm,
+    scratch_for,
+)
 
 Closure = Callable[..., Tensor]
 SIN_T_MIN = 1e-8  # below this, v0 and v1 are (anti)parallel and the arc is undefined
@@ -50,6 +62,12 @@ class XSAM(Optimizer):
     before it) and ``closure(backward=False)`` under ``no_grad`` for alpha-search passes.
     A step whose loss or gradients are not finite is skipped: the weights are copied back to
     w0 and the base optimizer does not step (``diagnostics["finite"]`` is False).
+
+    ``angle_every``: SAM and multi-step SAM (alpha fixed at 1, no search) do not need the
+    plane for their update, so they compute it, for the ``angle`` diagnostic, only on every
+    ``angle_every``-th step (None: never); it costs six passes over the parameters' memory,
+    a third of such a step's optimizer time on CPU. Every other configuration needs the plane
+    and reports the angle on every step.
     """
 
     def __init__(
@@ -67,8 +85,10 @@ class XSAM(Optimizer):
         adaptive: bool = False,
         eta: float = 0.01,
         eps: float = 1e-12,
+        angle_every: int | None = 1,
     ) -> None:
         _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps)
+        _check_every("angle_every", angle_every)
         super().__init__(params, {})
         self.base = base(self.param_groups)
         self.param_groups = self.base.param_groups
@@ -77,6 +97,8 @@ class XSAM(Optimizer):
         self.search_every, self.rho_max = search_every, float(rho_max)
         self.alpha_grid = torch.from_numpy(np.arange(0.0, alpha_max + 1e-5, alpha_delta))
         self.alpha = torch.tensor(float(alpha), dtype=torch.float64)
+        self.alpha_fixed_at_one = search_every is None and float(alpha) == 1.0  # SAM's update
+        self.angle_every = angle_every
         self.step_count = self.forward_passes = self.backward_passes = 0
         self.skipped_steps = torch.zeros((), dtype=torch.int64)
         self.diagnostics: dict[str, Tensor] = {}
@@ -110,26 +132,39 @@ class XSAM(Optimizer):
             self._ascend(params, g_i, self.rho / self.steps, norm_i)
         loss_k = self._gradient_pass(closure)
         g_k = [p.grad for p in params]
+        if self.alpha_fixed_at_one and not self._angle_due():
+            grad_norm_k, plane = global_norm(g_k), {}  # the update is g_k as it stands
+        else:
+            plane = self._plane_and_direction(closure, params, w0, g_k)
+            grad_norm_k = plane["grad_norm_k"]
+        torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
+        finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values())
+        self._base_step(finite)
+        self.diagnostics.update(loss_k=loss_k, grad_norm_k=grad_norm_k, finite=finite)
+        if plane:
+            self.diagnostics["angle"] = plane["t"]
+        self.diagnostics["alpha"] = self.alpha
+
+    def _plane_and_direction(self, closure, params, w0, g_k) -> dict[str, Tensor]:
+        """The plane of v0 and v1, the alpha search when due, and g_k <- scale * d(alpha)
+        (unless alpha is fixed at 1, when g_k already is the update).
+
+        On return ``params`` hold theta_k - w0."""
         torch._foreach_sub_(params, w0)  # params now hold theta_k - w0 (v0 before normalising)
         plane = self._plane(params, g_k)
         if self.is_search_step():
             self.alpha = self._search_alpha(closure, params, w0, g_k, plane)
-        self.alpha = alpha = self.alpha.to(plane["t"])  # moved once, then stays on the device
-        c0, c1 = _arc_coefficients(alpha, plane["t"])
-        scale = plane["grad_norm_k"]
-        torch._foreach_mul_(g_k, scale * c1 / (plane["grad_norm_k"] + self.eps))
-        torch._foreach_mul_(params, scale * c0 / (plane["delta_norm"] + self.eps))
-        torch._foreach_add_(g_k, params)  # g_k <- scale * d(alpha)
-        torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
-        finite = all_finite(loss_0, grad_norm_0, plane["grad_norm_k"], plane["cos_t"])
-        self._base_step(finite)
-        self.diagnostics.update(
-            loss_k=loss_k.detach(),
-            grad_norm_k=plane["grad_norm_k"],
-            angle=plane["t"],
-            alpha=alpha,
-            finite=finite,
-        )
+        self.alpha = self.alpha.to(plane["t"])  # moved once, then stays on the device
+        if not self.alpha_fixed_at_one:
+            c0, c1 = _arc_coefficients(self.alpha, plane["t"])
+            scale = plane["grad_norm_k"]
+            torch._foreach_mul_(g_k, scale * c1 / (plane["grad_norm_k"] + self.eps))
+            add_scaled_(g_k, params, scale * c0 / (plane["delta_norm"] + self.eps))  # scale * d
+        return plane
+
+    def _angle_due(self) -> bool:
+        """Whether this step is an ``angle_every``-th one (counting from 1)."""
+        return self.angle_every is not None and (self.step_count + 1) % self.angle_every == 0
 
     def _ascend(self, params, g: list[Tensor], step_size: float, norm: Tensor | None) -> None:
         """theta += step_size * e(g); the gradient tensors are consumed (scaled in place).
@@ -142,11 +177,10 @@ class XSAM(Optimizer):
             torch._foreach_mul_(g, t_op)  # T^2 g
         elif norm is None:
             norm = global_norm(g)
-        torch._foreach_mul_(g, step_size / (norm + self.eps))
-        torch._foreach_add_(params, g)
+        add_scaled_(params, g, step_size / (norm + self.eps))
 
     def _plane(self, delta: list[Tensor], g_k: list[Tensor]) -> dict[str, Tensor]:
-        """Norms of theta_k - w0 and g_k, and the angle t between v0 and v1."""
+        """Norms of theta_k - w0 and g_k, cos t and the angle t between v0 and v1."""
         delta_norm, grad_norm_k = global_norm(delta), global_norm(g_k)
         cos_t = global_dot(delta, g_k) / ((delta_norm + self.eps) * (grad_norm_k + self.eps))
         t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
@@ -166,17 +200,14 @@ class XSAM(Optimizer):
         On entry and on return ``params`` hold theta_k - w0.
         """
         delta = [p.clone() for p in params]  # theta_k - w0; search steps only: a transient copy
-        v1_part = [torch.empty_like(g) for g in g_k]  # scratch, reused at every grid point
+        scratch = scratch_for(g_k)  # reused at every grid point
         grid = self.alpha_grid.to(plane["t"])
         losses = []
         for alpha in grid:
             c0, c1 = _arc_coefficients(alpha, plane["t"])
-            torch._foreach_copy_(params, delta)
-            torch._foreach_mul_(params, self.rho_max * c0 / (plane["delta_norm"] + self.eps))
-            torch._foreach_copy_(v1_part, g_k)
-            torch._foreach_mul_(v1_part, self.rho_max * c1 / (plane["grad_norm_k"] + self.eps))
-            torch._foreach_add_(params, v1_part)
-            torch._foreach_add_(params, w0)
+            a = self.rho_max * c0 / (plane["delta_norm"] + self.eps)
+            b = self.rho_max * c1 / (plane["grad_norm_k"] + self.eps)
+            combine_(params, w0, delta, a, g_k, b, scratch)  # w0 + rho_max * d(alpha)
             losses.append(closure(backward=False).detach().to(grid.dtype))
             self.forward_passes += 1
         losses = _mean_over_ranks(torch.stack(losses))
@@ -259,6 +290,11 @@ def _mean_over_ranks(losses: Tensor) -> Tensor:
     return losses
 
 
+def _check_every(name: str, every: int | None) -> None:
+    if every is not None and (not isinstance(every, int) or every < 1):
+        raise ValueError(f"{name} must be None or an integer >= 1, got {every!r}")
+
+
 def _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps) -> None:
     """One clear error per bad setting, naming it."""
     if rho < 0:
@@ -268,8 +304,7 @@ def _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, e
             f"steps must be an integer >= 1 for ascent methods (rho > 0), got steps={steps!r}; "
             "steps=0 with rho=0 is the base optimizer alone"
         )
-    if search_every is not None and (not isinstance(search_every, int) or search_every < 1):
-        raise ValueError(f"search_every must be None or an integer >= 1, got {search_every!r}")
+    _check_every("search_every", search_every)
     if rho_max <= 0:
         raise ValueError(f"rho_max must be > 0, got {rho_max}")
     if alpha_max < 0:

@@ -1,0 +1,53 @@
+"""The list-of-tensor kernels against the same maths on one concatenated vector."""
+
+import pytest
+import torch
+
+from xsam.optim.kernels import add_scaled_, all_finite, combine_, global_dot, global_norm
+
+
+def tensor_list(dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(3, 5, 2, 2), (7,), (), (40000,), (1, 1)]  # one large enough to be split
+    return [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
+
+
+def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.reshape(-1).double() for t in tensors])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_global_norm_and_dot_are_those_of_the_concatenation(dtype):
+    a, b = tensor_list(dtype, 0), tensor_list(dtype, 1)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2}[dtype]
+    assert float(global_norm(a)) == pytest.approx(float(flat(a).norm()), rel=tol)
+    dot, bound = float(flat(a) @ flat(b)), float(flat(a).norm() * flat(b).norm())  # |dot| <= bound
+    assert float(global_dot(a, b)) == pytest.approx(dot, abs=tol * bound)
+
+
+def test_add_scaled_is_axpy_with_a_device_scalar():
+    a, b = tensor_list(torch.float64, 0), tensor_list(torch.float64, 1)
+    expected = flat(a) + 0.37 * flat(b)
+    add_scaled_(a, b, torch.tensor(0.37, dtype=torch.float64))
+    torch.testing.assert_close(flat(a), expected, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("with_scratch", [False, True])  # True: the path taken off the CPU
+def test_combine_is_base_plus_two_scaled_terms(with_scratch):
+    base, x, y = (tensor_list(torch.float64, seed) for seed in (0, 1, 2))
+    inputs = [[t.clone() for t in ts] for ts in (base, x, y)]
+    a, b = torch.tensor(0.3, dtype=torch.float64), torch.tensor(-1.7, dtype=torch.float64)
+    out = [torch.empty_like(t) for t in base]
+    scratch = [torch.empty_like(t) for t in base] if with_scratch else None
+    combine_(out, base, x, a, y, b, scratch)
+    expected = flat(base) + 0.3 * flat(x) - 1.7 * flat(y)
+    torch.testing.assert_close(flat(out), expected, rtol=0, atol=1e-14)
+    for before, after in zip(inputs, (base, x, y), strict=True):
+        assert all(torch.equal(u, v) for u, v in zip(before, after, strict=True))  # inputs kept
+
+
+def test_all_finite_sees_nan_and_inf():
+    one = torch.tensor(1.0)
+    assert bool(all_finite(one, one))
+    assert not bool(all_finite(one, torch.tensor(float("nan"))))
+    assert not bool(all_finite(torch.tensor(float("-inf")), one))
