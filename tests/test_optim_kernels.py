@@ -1,9 +1,22 @@
-"""The list-of-tensor kernels against the same maths on one concatenated vector."""
+"""The list-of-tensor kernels against the same maths on one concatenated vector.
+
+Each phase kernel has a per-tensor CPU implementation and a ``torch._foreach_*`` one (the
+CUDA one); ``both_paths`` runs a test through each, on CPU tensors."""
 
 import pytest
 import torch
 
-from xsam.optim.kernels import add_scaled_, all_finite, combine_, global_dot, global_norm
+from xsam.optim import kernels
+from xsam.optim.kernels import (
+    add_scaled_,
+    all_finite,
+    backup_and_ascend_,
+    combine_,
+    combine_and_restore_,
+    global_dot,
+    global_norm,
+    subtract_and_measure_,
+)
 
 
 def tensor_list(dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
@@ -14,6 +27,17 @@ def tensor_list(dtype: torch.dtype, seed: int) -> list[torch.Tensor]:
 
 def flat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([t.reshape(-1).double() for t in tensors])
+
+
+def clones(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.clone() for t in tensors]
+
+
+@pytest.fixture(params=["per-tensor", "foreach"])
+def both_paths(request, monkeypatch):
+    if request.param == "foreach":  # what CUDA tensors take
+        monkeypatch.setattr(kernels, "_on_cpu", lambda tensors: False)
+    return request.param
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
@@ -44,6 +68,34 @@ def test_combine_is_base_plus_two_scaled_terms(with_scratch):
     torch.testing.assert_close(flat(out), expected, rtol=0, atol=1e-14)
     for before, after in zip(inputs, (base, x, y), strict=True):
         assert all(torch.equal(u, v) for u, v in zip(before, after, strict=True))  # inputs kept
+
+
+def test_backup_and_ascend(both_paths):
+    params, g = tensor_list(torch.float64, 0), tensor_list(torch.float64, 1)
+    before, w0 = clones(params), [torch.empty_like(t) for t in params]
+    expected = flat(params) + 0.25 * flat(g)  # g may be overwritten: it is scratch
+    backup_and_ascend_(params, w0, g, torch.tensor(0.25, dtype=torch.float64))
+    assert all(torch.equal(w, b) for w, b in zip(w0, before, strict=True))  # an exact copy
+    torch.testing.assert_close(flat(params), expected, rtol=0, atol=1e-15)
+
+
+def test_subtract_and_measure(both_paths):
+    params, w0, g = (tensor_list(torch.float64, seed) for seed in (0, 1, 2))
+    delta = flat(params) - flat(w0)
+    norm_delta, norm_g, dot = subtract_and_measure_(params, w0, g)
+    assert torch.equal(flat(params), delta)  # params now hold theta - w0
+    assert float(norm_delta) == pytest.approx(float(delta.norm()), rel=1e-12)
+    assert float(norm_g) == pytest.approx(float(flat(g).norm()), rel=1e-12)
+    assert float(dot) == pytest.approx(float(delta @ flat(g)), rel=1e-12)
+
+
+def test_combine_and_restore(both_paths):
+    g, delta, w0 = (tensor_list(torch.float64, seed) for seed in (0, 1, 2))
+    expected = 0.6 * flat(g) - 2.5 * flat(delta)
+    a, b = torch.tensor(0.6, dtype=torch.float64), torch.tensor(-2.5, dtype=torch.float64)
+    combine_and_restore_(g, a, delta, b, w0)
+    torch.testing.assert_close(flat(g), expected, rtol=0, atol=1e-14)
+    assert all(torch.equal(p, w) for p, w in zip(delta, w0, strict=True))  # restored exactly
 
 
 def test_all_finite_sees_nan_and_inf():

@@ -1,12 +1,14 @@
-"""Stateless list-of-tensor kernels for the SAM family.
+"""Stateless list-of-tensor kernels for the SAM family, one per phase of a step.
 
 Norms and dot products are global: over all tensors of the list, as one long vector.
 Every result stays on the device as a 0-d tensor, so nothing here waits for the device.
 
-On CUDA, ``torch._foreach_*`` ops launch one kernel per chunk of many tensors. On CPU they
-are loops over per-tensor ops, so there the cheapest per-tensor op is chosen instead: a
-BLAS dot product reads its input faster than ``torch.linalg.vector_norm``, and one
-``addcmul_`` does what a ``mul_`` and an ``add_`` would do in two passes over memory.
+The step is bound by memory traffic, so each phase is written for its device. On CUDA,
+``torch._foreach_*`` ops launch one kernel per chunk of many tensors. On a CPU they are loops
+over per-tensor ops anyway, so there a phase runs all of its operations on one tensor before
+the next (the tensor is still in cache for the second operation), reads with BLAS dot
+products (faster than ``torch.linalg.vector_norm``) and scales-and-adds with one-pass
+``addcmul_``.
 """
 
 import torch
@@ -15,8 +17,16 @@ from torch import Tensor
 _BLAS_DTYPES = (torch.float32, torch.float64)
 
 
+def _on_cpu(tensors: list[Tensor]) -> bool:
+    return tensors[0].device.type == "cpu"
+
+
 def _on_cpu_blas(tensors: list[Tensor]) -> bool:
-    return tensors[0].device.type == "cpu" and all(t.dtype in _BLAS_DTYPES for t in tensors)
+    return _on_cpu(tensors) and all(t.dtype in _BLAS_DTYPES for t in tensors)
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
@@ -28,18 +38,58 @@ def global_norm(tensors: list[Tensor]) -> Tensor:
 
 def global_dot(a: list[Tensor], b: list[Tensor]) -> Tensor:
     """<concat(a), concat(b)>, without materialising a product buffer."""
-    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True)]
-    return torch.stack(dots).sum()
+    return torch.stack([_dot(x, y) for x, y in zip(a, b, strict=True)]).sum()
 
 
 def add_scaled_(dst: list[Tensor], src: list[Tensor], scale: Tensor) -> None:
     """dst += scale * src, for a 0-d ``scale``; ``src`` may be overwritten (it is scratch)."""
-    if dst[0].device.type == "cpu":
+    if _on_cpu(dst):
         for d, s in zip(dst, src, strict=True):
             d.addcmul_(s, scale)  # one pass: read d and s, write d
     else:
         torch._foreach_mul_(src, scale)
         torch._foreach_add_(dst, src)
+
+
+def backup_and_ascend_(params: list[Tensor], w0: list[Tensor], g: list[Tensor], scale: Tensor):
+    """w0 <- params, then params += scale * g (``g`` may be overwritten)."""
+    if _on_cpu(params):
+        for p, w, gi in zip(params, w0, g, strict=True):
+            w.copy_(p)
+            p.addcmul_(gi, scale)
+    else:
+        torch._foreach_copy_(w0, params)
+        add_scaled_(params, g, scale)
+
+
+def subtract_and_measure_(
+    params: list[Tensor], w0: list[Tensor], g: list[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """params -= w0, so they hold delta = theta - w0; returns ||delta||, ||g||, <delta, g>."""
+    if not _on_cpu_blas(params):
+        torch._foreach_sub_(params, w0)
+        return global_norm(params), global_norm(g), global_dot(params, g)
+    dd, gg, dg = [], [], []
+    for p, w, gi in zip(params, w0, g, strict=True):
+        d = p.sub_(w)
+        dd.append(_dot(d, d))
+        dg.append(_dot(d, gi))
+        gg.append(_dot(gi, gi))
+    return torch.stack(dd).sum().sqrt(), torch.stack(gg).sum().sqrt(), torch.stack(dg).sum()
+
+
+def combine_and_restore_(
+    g: list[Tensor], a: Tensor, params: list[Tensor], b: Tensor, w0: list[Tensor]
+) -> None:
+    """g <- a * g + b * params (which hold delta), then params <- w0 (a copy: exact)."""
+    if _on_cpu(params):
+        for gi, p, w in zip(g, params, w0, strict=True):
+            gi.mul_(a).addcmul_(p, b)
+            p.copy_(w)
+    else:
+        torch._foreach_mul_(g, a)
+        add_scaled_(g, params, b)
+        torch._foreach_copy_(params, w0)
 
 
 def combine_(
@@ -52,10 +102,9 @@ def combine_(
     scratch: list[Tensor] | None,
 ) -> None:
     """out = base + a * x + b * y, for 0-d ``a`` and ``b``; ``scratch`` from ``scratch_for``."""
-    if scratch is None:  # CPU: one copy and two one-pass addcmul_
-        torch._foreach_copy_(out, base)
-        add_scaled_(out, x, a)
-        add_scaled_(out, y, b)
+    if scratch is None:  # CPU: one copy and two one-pass addcmul_, tensor by tensor
+        for o, c, xi, yi in zip(out, base, x, y, strict=True):
+            o.copy_(c).addcmul_(xi, a).addcmul_(yi, b)
         return
     torch._foreach_copy_(out, x)
     torch._foreach_mul_(out, a)
@@ -67,7 +116,7 @@ def combine_(
 
 def scratch_for(tensors: list[Tensor]) -> list[Tensor] | None:
     """The scratch ``combine_`` needs for lists like ``tensors``: none on the CPU."""
-    return None if tensors[0].device.type == "cpu" else [torch.empty_like(t) for t in tensors]
+    return None if _on_cpu(tensors) else [torch.empty_like(t) for t in tensors]
 
 
 def all_finite(*scalars: Tensor) -> Tensor:

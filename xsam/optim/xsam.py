@@ -42,10 +42,12 @@ from torch.optim import Optimizer
 from xsam.optim.kernels import (
     add_scaled_,
     all_finite,
+    backup_and_ascend_,
     combine_,
-    global_dot,
+    combine_and_restore_,
     global_norm,
     scratch_for,
+    subtract_and_measure_,
 )
 
 Closure = Callable[..., Tensor]
@@ -123,21 +125,20 @@ class XSAM(Optimizer):
 
     def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> None:
         w0 = self._w0_buffers(params)
-        torch._foreach_copy_(w0, params)
         g_i, norm_i = g_0, grad_norm_0
         for i in range(self.steps):
             if i > 0:
                 self._gradient_pass(closure)
                 g_i, norm_i = [p.grad for p in params], None
-            self._ascend(params, g_i, self.rho / self.steps, norm_i)
+            self._ascend(params, g_i, self.rho / self.steps, norm_i, backup=w0 if i == 0 else None)
         loss_k = self._gradient_pass(closure)
         g_k = [p.grad for p in params]
         if self.alpha_fixed_at_one and not self._angle_due():
             grad_norm_k, plane = global_norm(g_k), {}  # the update is g_k as it stands
+            torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
         else:
-            plane = self._plane_and_direction(closure, params, w0, g_k)
+            plane = self._plane_update_and_restore(closure, params, w0, g_k)
             grad_norm_k = plane["grad_norm_k"]
-        torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
         finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values())
         self._base_step(finite)
         self.diagnostics.update(loss_k=loss_k, grad_norm_k=grad_norm_k, finite=finite)
@@ -145,30 +146,32 @@ class XSAM(Optimizer):
             self.diagnostics["angle"] = plane["t"]
         self.diagnostics["alpha"] = self.alpha
 
-    def _plane_and_direction(self, closure, params, w0, g_k) -> dict[str, Tensor]:
-        """The plane of v0 and v1, the alpha search when due, and g_k <- scale * d(alpha)
-        (unless alpha is fixed at 1, when g_k already is the update).
-
-        On return ``params`` hold theta_k - w0."""
-        torch._foreach_sub_(params, w0)  # params now hold theta_k - w0 (v0 before normalising)
-        plane = self._plane(params, g_k)
+    def _plane_update_and_restore(self, closure, params, w0, g_k) -> dict[str, Tensor]:
+        """The plane of v0 and v1, the alpha search when due, g_k <- scale * d(alpha) (unless
+        alpha is fixed at 1, when g_k already is the update), and the weights copied back."""
+        delta_norm, grad_norm_k, dot = subtract_and_measure_(params, w0, g_k)  # params: delta
+        cos_t = dot / ((delta_norm + self.eps) * (grad_norm_k + self.eps))
+        t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
+        plane = {"delta_norm": delta_norm, "grad_norm_k": grad_norm_k, "cos_t": cos_t, "t": t}
         if self.is_search_step():
             self.alpha = self._search_alpha(closure, params, w0, g_k, plane)
-        self.alpha = self.alpha.to(plane["t"])  # moved once, then stays on the device
-        if not self.alpha_fixed_at_one:
-            c0, c1 = _arc_coefficients(self.alpha, plane["t"])
-            scale = plane["grad_norm_k"]
-            torch._foreach_mul_(g_k, scale * c1 / (plane["grad_norm_k"] + self.eps))
-            add_scaled_(g_k, params, scale * c0 / (plane["delta_norm"] + self.eps))  # scale * d
+        self.alpha = self.alpha.to(t)  # moved once, then stays on the device
+        if self.alpha_fixed_at_one:
+            torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
+            return plane
+        c0, c1 = _arc_coefficients(self.alpha, t)
+        scale = grad_norm_k  # g_k <- scale * (c0 v0 + c1 v1), then the exact restore
+        a, b = scale * c1 / (grad_norm_k + self.eps), scale * c0 / (delta_norm + self.eps)
+        combine_and_restore_(g_k, a, params, b, w0)
         return plane
 
     def _angle_due(self) -> bool:
         """Whether this step is an ``angle_every``-th one (counting from 1)."""
         return self.angle_every is not None and (self.step_count + 1) % self.angle_every == 0
 
-    def _ascend(self, params, g: list[Tensor], step_size: float, norm: Tensor | None) -> None:
-        """theta += step_size * e(g); the gradient tensors are consumed (scaled in place).
-        ``norm`` is ||g|| when already known."""
+    def _ascend(self, params, g, step_size: float, norm: Tensor | None, backup) -> None:
+        """theta += step_size * e(g), after copying theta into ``backup`` if one is given;
+        the gradient tensors are consumed. ``norm`` is ||g|| when already known."""
         if self.adaptive:
             t_op = torch._foreach_abs(params)
             torch._foreach_add_(t_op, self.eta)  # T = |theta| + eta
@@ -177,14 +180,11 @@ class XSAM(Optimizer):
             torch._foreach_mul_(g, t_op)  # T^2 g
         elif norm is None:
             norm = global_norm(g)
-        add_scaled_(params, g, step_size / (norm + self.eps))
-
-    def _plane(self, delta: list[Tensor], g_k: list[Tensor]) -> dict[str, Tensor]:
-        """Norms of theta_k - w0 and g_k, cos t and the angle t between v0 and v1."""
-        delta_norm, grad_norm_k = global_norm(delta), global_norm(g_k)
-        cos_t = global_dot(delta, g_k) / ((delta_norm + self.eps) * (grad_norm_k + self.eps))
-        t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
-        return {"delta_norm": delta_norm, "grad_norm_k": grad_norm_k, "cos_t": cos_t, "t": t}
+        scale = step_size / (norm + self.eps)
+        if backup is None:
+            add_scaled_(params, g, scale)
+        else:
+            backup_and_ascend_(params, backup, g, scale)
 
     def is_search_step(self) -> bool:
         """Whether the next step re-estimates alpha."""
