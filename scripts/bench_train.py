@@ -63,11 +63,11 @@ class Method:
 
 METHODS = (
     Method("SGD", dict(rho=0.0, steps=0)),
-    Method("SAM", dict(steps=1, alpha=1.0)),
+    Method("SAM", dict(steps=1, alpha=1.0, angle_every=None)),  # angle: logged steps only
     Method("XSAM static", dict(steps=1, alpha=0.5)),
     Method("XSAM dynamic", dict(steps=1, alpha=0.5)),  # timed with XSAM static, see above
-    Method("MSAM k=2", dict(steps=2, alpha=1.0)),
-    Method("MSAM k=3", dict(steps=3, alpha=1.0)),
+    Method("MSAM k=2", dict(steps=2, alpha=1.0, angle_every=None)),
+    Method("MSAM k=3", dict(steps=3, alpha=1.0, angle_every=None)),
 )
 TIMED = [m for m in METHODS if m.label != "XSAM dynamic"]
 XSAM_ROWS = ("XSAM static", "XSAM dynamic")  # the rows held to within 2% of SAM
@@ -147,9 +147,10 @@ def train_steps(model, opt, batches: Iterator, steps: int, device, args) -> floa
 
 
 def build_runner(method: Method, device: torch.device, args) -> tuple[nn.Module, XSAM]:
-    """A model and its optimizer for one method, kept (warm) for the whole run."""
+    """A model and its optimizer for one method, kept (warm) for the whole run; the base is
+    fused SGD and SAM forms its angle on no step, as train.py runs them between logged steps."""
     model = build_model(args, device)
-    base = partial(torch.optim.SGD, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    base = partial(torch.optim.SGD, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, fused=True)
     return model, XSAM(model.parameters(), base, **{"rho": RHO, **method.settings})
 
 
