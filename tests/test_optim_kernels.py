@@ -13,6 +13,7 @@ from xsam.optim.kernels import (
     backup_and_ascend_,
     combine_,
     combine_and_restore_,
+    flat_views,
     global_dot,
     global_norm,
     subtract_and_measure_,
@@ -47,6 +48,22 @@ def test_global_norm_and_dot_are_those_of_the_concatenation(dtype):
     assert float(global_norm(a)) == pytest.approx(float(flat(a).norm()), rel=tol)
     dot, bound = float(flat(a) @ flat(b)), float(flat(a).norm() * flat(b).norm())  # |dot| <= bound
     assert float(global_dot(a, b)) == pytest.approx(dot, abs=tol * bound)
+
+
+@pytest.mark.parametrize("layouts", [("cl", "cl"), ("cl", "contiguous"), ("contiguous", "cl")])
+def test_channels_last_tensors_are_read_in_place(layouts):
+    """A channels_last model's weights, gradients and w0 copies: no copy to flatten them."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64) for _ in range(2))
+    a, b = (
+        t.to(memory_format=torch.channels_last) if lay == "cl" else t
+        for t, lay in zip((a, b), layouts, strict=True)
+    )
+    fa, fb = flat_views(a, b)
+    assert float(fa @ fb) == pytest.approx(float((a * b).sum()), rel=1e-12)
+    assert float(global_dot([a], [b])) == pytest.approx(float((a * b).sum()), rel=1e-12)
+    if layouts[0] == layouts[1]:
+        assert fa.data_ptr() == a.data_ptr() and fb.data_ptr() == b.data_ptr()
 
 
 def test_add_scaled_is_axpy_with_a_device_scalar():

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 _BLAS_DTYPES = (torch.float32, torch.float64)
+CL = torch.channels_last
 
 
 def _on_cpu(tensors: list[Tensor]) -> bool:
@@ -25,8 +26,17 @@ def _on_cpu_blas(tensors: list[Tensor]) -> bool:
     return _on_cpu(tensors) and all(t.dtype in _BLAS_DTYPES for t in tensors)
 
 
+def flat_views(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """a and b as 1-d tensors in the same element order; views (no copy) when both are
+    contiguous or both channels_last (the layout of a channels_last model's conv weights,
+    their gradients and their w0 copies)."""
+    if not a.is_contiguous() and a.dim() == 4 and a.is_contiguous(memory_format=CL):
+        a, b = a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)  # NHWC order: contiguous
+    return a.reshape(-1), b.reshape(-1)
+
+
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return torch.dot(a.reshape(-1), b.reshape(-1))
+    return torch.dot(*flat_views(a, b))
 
 
 def global_norm(tensors: list[Tensor]) -> Tensor:
@@ -71,10 +81,10 @@ def subtract_and_measure_(
         return global_norm(params), global_norm(g), global_dot(params, g)
     dd, gg, dg = [], [], []
     for p, w, gi in zip(params, w0, g, strict=True):
-        d = p.sub_(w)
-        dd.append(_dot(d, d))
-        dg.append(_dot(d, gi))
-        gg.append(_dot(gi, gi))
+        d, gi = flat_views(p.sub_(w), gi)
+        dd.append(torch.dot(d, d))
+        dg.append(torch.dot(d, gi))
+        gg.append(torch.dot(gi, gi))
     return torch.stack(dd).sum().sqrt(), torch.stack(gg).sum().sqrt(), torch.stack(dg).sum()
 
 
