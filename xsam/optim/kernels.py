@@ -61,7 +61,9 @@ def add_scaled_(dst: list[Tensor], src: list[Tensor], scale: Tensor) -> None:
         torch._foreach_add_(dst, src)
 
 
-def backup_and_ascend_(params: list[Tensor], w0: list[Tensor], g: list[Tensor], scale: Tensor):
+def backup_and_ascend_(
+    params: list[Tensor], w0: list[Tensor], g: list[Tensor], scale: Tensor
+) -> None:
     """w0 <- params, then params += scale * g (``g`` may be overwritten)."""
     if _on_cpu(params):
         for p, w, gi in zip(params, w0, g, strict=True):

@@ -68,8 +68,8 @@ class XSAM(Optimizer):
     ``angle_every``: SAM and multi-step SAM (alpha fixed at 1, no search) do not need the
     plane for their update, so they compute it, for the ``angle`` diagnostic, only on every
     ``angle_every``-th step (None: never); it costs six passes over the parameters' memory,
-    a third of such a step's optimizer time on CPU. Every other configuration needs the plane
-    and reports the angle on every step.
+    about a quarter of such a step's optimizer time on a CPU. Every other configuration needs
+    the plane and reports the angle on every step.
     """
 
     def __init__(
@@ -169,7 +169,9 @@ class XSAM(Optimizer):
         """Whether this step is an ``angle_every``-th one (counting from 1)."""
         return self.angle_every is not None and (self.step_count + 1) % self.angle_every == 0
 
-    def _ascend(self, params, g, step_size: float, norm: Tensor | None, backup) -> None:
+    def _ascend(
+        self, params, g, step_size: float, norm: Tensor | None, backup: list[Tensor] | None
+    ) -> None:
         """theta += step_size * e(g), after copying theta into ``backup`` if one is given;
         the gradient tensors are consumed. ``norm`` is ||g|| when already known."""
         if self.adaptive:
