@@ -152,9 +152,10 @@ def build_loaders(cfg: DictConfig, splits, device: torch.device, ranks: DistEnv)
     if len(splits.train) < cfg.batch_size:
         raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {len(splits.train)} samples")
     if cfg.loader.device_resident:  # the fast path: uint8 images on the device
-        if not cfg.dataset.name.startswith("cifar"):
+        if cfg.dataset.name not in ("cifar10", "cifar100", "mnist", "fashion_mnist"):
             raise ConfigError(
-                f"loader.device_resident needs a CIFAR dataset, not {cfg.dataset.name}"
+                "loader.device_resident needs CIFAR, MNIST or Fashion-MNIST, "
+                f"not {cfg.dataset.name}"
             )
         return device_cifar_loaders(
             splits,

@@ -1,5 +1,6 @@
 """CIFAR held on the device as uint8, augmented there in batches: the fast data path.
 
+(MNIST and Fashion-MNIST take the same path: ``N x 1 x 28 x 28``, crop and flip only.)
 The whole split lives on ``device`` as one uint8 ``N x 3 x 32 x 32`` tensor (CIFAR-10 train:
 50,000 x 3,072 bytes = 154 MB). Each batch is gathered and augmented there with a few
 vectorized kernels and no host round trip, with the torchvision path's distribution
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision.transforms import v2
 
 from xsam.data.cifar import channel_stats
@@ -179,16 +180,18 @@ def device_cifar_loaders(
     num_replicas: int = 1,
     channels_last: bool = False,
 ) -> tuple[DeviceCifarLoader, DeviceCifarLoader]:
-    """Train and test loaders on ``device`` from :func:`xsam.data.cifar.cifar_splits`.
+    """Train and test loaders on ``device`` from :func:`xsam.data.cifar.cifar_splits` or
+    :func:`xsam.data.mnist.mnist_splits`.
 
-    ``data``: the splits, or a ``(train, test)`` pair of torchvision CIFAR10/100 datasets.
-    Normalization uses the training images' channel statistics (as ``cifar_splits``). The
-    crop padding, flip and Cutout settings are read from the train split's transform, so the
-    dataset config's ``padding``, ``cutout_size`` and ``cutout_p`` hold for both paths; a
-    dataset without a transform gets the paper's (4, 0.5, 16, 0.5).
+    ``data``: the splits, or a ``(train, test)`` pair of torchvision CIFAR10/100 or
+    (Fashion-)MNIST datasets, each possibly a ``Subset`` of one. Normalization uses the channel
+    statistics of the full training set (as the builders do). The crop padding, flip and
+    Cutout settings are read from the train split's transform, so the dataset config's
+    settings hold for both paths; a dataset without a transform gets the paper's
+    (4, 0.5, 16, 0.5).
     """
     train, test = (data.train, data.test) if isinstance(data, DataSplits) else data
-    mean, std = channel_stats(train.data)
+    mean, std = channel_stats(_images_and_targets(_base(train))[0])
     common: dict[str, Any] = dict(
         mean=mean,
         std=std,
@@ -199,11 +202,28 @@ def device_cifar_loaders(
         num_replicas=num_replicas,
         channels_last=channels_last,
     )
-    augmentation = augmentation_of(getattr(train, "transform", None), train.data.shape[1:3])
+    images, targets = _images_and_targets(train)
+    augmentation = augmentation_of(getattr(_base(train), "transform", None), images.shape[1:3])
     return (
-        DeviceCifarLoader(train.data, train.targets, train=True, **augmentation, **common),
-        DeviceCifarLoader(test.data, test.targets, train=False, **common),
+        DeviceCifarLoader(images, targets, train=True, **augmentation, **common),
+        DeviceCifarLoader(*_images_and_targets(test), train=False, **common),
     )
+
+
+def _base(dataset: Dataset) -> Dataset:
+    return dataset.dataset if isinstance(dataset, Subset) else dataset
+
+
+def _images_and_targets(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 ``N x H x W x C`` images and their labels, a ``Subset``'s rows only."""
+    base = _base(dataset)
+    images, targets = np.asarray(base.data), np.asarray(base.targets)
+    if images.ndim == 3:  # (Fashion-)MNIST: N x H x W grey images
+        images = images[..., None]
+    if isinstance(dataset, Subset):
+        rows = np.asarray(dataset.indices)
+        images, targets = images[rows], targets[rows]
+    return images, targets
 
 
 def augmentation_of(transform: v2.Compose | None, image_size: Sequence[int]) -> dict[str, Any]:
@@ -234,8 +254,8 @@ def augmentation_of(transform: v2.Compose | None, image_size: Sequence[int]) -> 
 
 def _check(images, targets, batch_size, rank, num_replicas, padding, cutout_size) -> None:
     shape = tuple(images.shape)
-    if len(shape) != 4 or shape[-1] != 3 or images.dtype not in (np.uint8, torch.uint8):
-        raise ValueError(f"images must be uint8 N x H x W x 3, got {images.dtype} {shape}")
+    if len(shape) != 4 or shape[-1] not in (1, 3) or images.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"images must be uint8 N x H x W x 1 or 3, got {images.dtype} {shape}")
     if len(targets) != shape[0]:
         raise ValueError(f"{shape[0]} images but {len(targets)} targets")
     if batch_size < 1 or not 0 <= rank < num_replicas or padding < 0 or cutout_size < 1:

@@ -1,4 +1,4 @@
-"""Image pipelines for the CIFAR and Tiny-ImageNet builders, on torchvision.transforms.v2.
+"""Image pipelines for the CIFAR, (Fashion-)MNIST and Tiny-ImageNet builders, on torchvision.transforms.v2.
 
 Cutout: DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with
 Cutout", arXiv:1708.04552. ImageNet takes timm's transform factory directly (see
@@ -59,6 +59,19 @@ def cifar_train(
             v2.RandomHorizontalFlip(),
             *_to_float(mean, std),
             Cutout(cutout_size, p=cutout_p),
+            v2.ToPureTensor(),
+        ]
+    )
+
+
+def grey_train(mean: Stats, std: Stats, *, padding: int, flip: bool) -> v2.Compose:
+    """RandomCrop(28, padding) (+ horizontal flip), normalize: (Fashion-)MNIST training."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.RandomCrop(28, padding=padding),
+            *([v2.RandomHorizontalFlip()] if flip else []),
+            *_to_float(mean, std),
             v2.ToPureTensor(),
         ]
     )
