@@ -6,6 +6,8 @@
 
 Cells whose runs come from different code versions (git commit, or a dirty tree) are refused,
 shown without a number and listed, unless --allow-mixed-commits; the exit status is then 1.
+Every placed run's config is compared with the one the definition composes for its cell from
+configs/ (at the current code), and the header says whether any run departs from it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,33 @@ import argparse
 import sys
 from pathlib import Path
 
-from xsam.experiments import load_experiment
+from xsam.experiments import Experiment, load_experiment
 from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.documents import write_outputs
 from xsam.tables.render import Provenance
 from xsam.tables.table import build_table
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_source_arguments(parser)
     return parser.parse_args(argv)
+
+
+def protocol_of(exp: Experiment):
+    """cell -> the resolved config that configs/ and the definition give its runs."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    def protocol(cell):
+        with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+            overrides = exp.cell_overrides(cell) + [f"seed={exp.seeds[0]}"]
+            return OmegaConf.to_container(compose("config", overrides=overrides), resolve=True)
+
+    return protocol
 
 
 def command_line(args: argparse.Namespace) -> str:
@@ -42,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     exp = load_experiment(args.table).variant(args.smoke)
     records, sources = collect(exp.group, Path(args.runs_dir), args.wandb)
-    table = build_table(exp, records, allow_mixed=args.allow_mixed_commits)
+    table = build_table(
+        exp, records, allow_mixed=args.allow_mixed_commits, protocol=protocol_of(exp)
+    )
     definition = exp.path.resolve()
     try:
         definition = definition.relative_to(Path.cwd())

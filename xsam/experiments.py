@@ -20,7 +20,10 @@ smoke: {epochs: 1}                # overrides for the smoke variant (group <grou
 ```
 
 ``axes`` may also be a list of such mappings with the same keys: the runs are then the union
-of their products (table 1 has Tiny-ImageNet with ResNet-18 only). A cell key is the cell's
+of their products (table 1 has Tiny-ImageNet with ResNet-18 only). Each mapping of the list
+may also hold ``set: {key: value}``, overrides for its runs alone that are not axes (the
+Fashion-MNIST table gives SAM and ASAM their own rho this way); a run is placed in a cell
+only when it has them. A cell key is the cell's
 values in ``rows + columns`` order joined by ``/`` (``cifar10/resnet18/xsam``).
 """
 
@@ -36,7 +39,7 @@ import yaml
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 _REQUIRED = ("name", "description", "group", "seeds", "axes", "rows", "columns", "metric")
-_OPTIONAL = ("fixed", "paired", "reference", "smoke", "error")
+_OPTIONAL = ("fixed", "paired", "baseline", "reference", "smoke", "error")
 _SCALAR = (str, int, float, bool)
 
 
@@ -69,6 +72,8 @@ class Experiment:
     smoke: dict[str, Any] = field(default_factory=dict)
     error: bool = True
     path: Path | None = None
+    settings: tuple[dict[str, Any], ...] = ()  # per grid: its ``set`` overrides
+    baseline: tuple[Any, ...] | None = None  # a column's values: paired differences against it
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -96,12 +101,27 @@ class Experiment:
             smoke={},
         )
 
-    def overrides(self) -> list[list[str]]:
-        """One Hydra override list per run: cells x seeds."""
-        return [
+    def settings_of(self, cell: tuple[Any, ...]) -> dict[str, Any]:
+        """The ``set`` overrides of the (first) grid that holds ``cell``."""
+        for grid, settings in zip(self.grids, self._grid_settings(), strict=True):
+            if all(
+                any(same_value(v, g) for g in grid[k]) for k, v in zip(self.axes, cell, strict=True)
+            ):
+                return settings
+        raise KeyError(cell_key(cell))
+
+    def cell_overrides(self, cell: tuple[Any, ...]) -> list[str]:
+        """The Hydra overrides of a cell's runs, without the seed."""
+        return (
             self._head()
             + [f"{k}={format_value(v)}" for k, v in zip(self.axes, cell, strict=True)]
-            + [f"seed={seed}"]
+            + [f"{k}={format_value(v)}" for k, v in self.settings_of(cell).items()]
+        )
+
+    def overrides(self) -> list[list[str]]:
+        """One Hydra override list per run: cells x seeds (what ``sweeps`` expands to)."""
+        return [
+            self.cell_overrides(cell) + [f"seed={seed}"]
             for cell in self.cells()
             for seed in self.seeds
         ]
@@ -111,9 +131,13 @@ class Experiment:
         return [
             self._head()
             + [f"{k}={','.join(map(format_value, grid[k]))}" for k in self.axes]
+            + [f"{k}={format_value(v)}" for k, v in settings.items()]
             + [f"seed={','.join(map(str, self.seeds))}"]
-            for grid in self.grids
+            for grid, settings in zip(self.grids, self._grid_settings(), strict=True)
         ]
+
+    def _grid_settings(self) -> tuple[dict[str, Any], ...]:
+        return self.settings or tuple({} for _ in self.grids)
 
     def _head(self) -> list[str]:
         return [f"experiment={self.group}"] + [
@@ -193,16 +217,17 @@ def _parse(raw: Any, path: Path) -> Experiment:
         or len(set(seeds)) != len(seeds)
     ):
         raise fail("seeds", "expected a non-empty list of distinct integers")
-    grids = _parse_grids(raw["axes"], fail)
+    grids, settings = _parse_grids(raw["axes"], fail)
     rows, columns = (_parse_keys(raw[k], k, fail) for k in ("rows", "columns"))
     if sorted(rows + columns) != sorted(grids[0]):
         raise fail("rows", f"rows + columns must list each axis once: {sorted(grids[0])}")
     fixed = _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
     smoke = _parse_overrides(raw.get("smoke") or {}, "smoke", fail)
+    set_keys = {key for grid_settings in settings for key in grid_settings}
     for name, values in (("fixed", fixed), ("smoke", smoke)):
         for key in values:
-            if key in grids[0] or key in ("experiment", "seed"):
-                raise fail(f"{name}.{key}", "also set by the axes, the seeds or the group")
+            if key in grids[0] or key in set_keys or key in ("experiment", "seed"):
+                raise fail(f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the group")
     error = raw.get("error", True)
     if not isinstance(error, bool):
         raise fail("error", "expected true or false")
@@ -220,19 +245,31 @@ def _parse(raw: Any, path: Path) -> Experiment:
         error=error,
         path=path,
         paired=_parse_paired(raw.get("paired"), grids, fail),
+        settings=settings,
     )
-    return replace(exp, reference=_parse_reference(raw.get("reference") or {}, exp, fail))
+    _check_settings_agree(exp, fail)
+    return replace(
+        exp,
+        reference=_parse_reference(raw.get("reference") or {}, exp, fail),
+        baseline=_parse_baseline(raw.get("baseline"), exp, fail),
+    )
 
 
-def _parse_grids(axes: Any, fail) -> tuple[dict[str, tuple[Any, ...]], ...]:
+def _parse_grids(axes: Any, fail) -> tuple[tuple[dict[str, tuple[Any, ...]], ...], tuple]:
+    """The grids and, for each, its ``set`` overrides."""
     grids = axes if isinstance(axes, list) else [axes]
     if not grids:
         raise fail("axes", "expected a mapping or a non-empty list of mappings")
-    parsed = []
+    parsed, settings = [], []
     for i, grid in enumerate(grids):
         where = "axes" if isinstance(axes, dict) else f"axes[{i}]"
         if not isinstance(grid, dict) or not grid:
             raise fail(where, "expected a non-empty mapping from a config key to values")
+        grid = dict(grid)
+        settings.append(_parse_overrides(grid.pop("set", {}) or {}, f"{where}.set", fail))
+        for key in settings[-1]:
+            if key in grid or key in ("experiment", "seed"):
+                raise fail(f"{where}.set.{key}", "also an axis, the seed or the group")
         for key, values in grid.items():
             if (
                 not isinstance(values, list)
@@ -245,7 +282,29 @@ def _parse_grids(axes: Any, fail) -> tuple[dict[str, tuple[Any, ...]], ...]:
         if set(grid) != set(grids[0]):
             raise fail(where, f"keys {sorted(grid)} differ from axes[0] {sorted(grids[0])}")
         parsed.append({key: tuple(values) for key, values in grid.items()})
-    return tuple(parsed)
+    return tuple(parsed), tuple(settings)
+
+
+def _check_settings_agree(exp: Experiment, fail) -> None:
+    """A cell that two grids hold must get the same ``set`` overrides from both."""
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for i, (grid, settings) in enumerate(zip(exp.grids, exp._grid_settings(), strict=True)):
+        for cell in itertools.product(*(grid[key] for key in exp.axes)):
+            if cell in seen and seen[cell] != settings:
+                raise fail(f"axes[{i}].set", f"cell {cell_key(cell)} is also in an earlier grid")
+            seen.setdefault(cell, settings)
+
+
+def _parse_baseline(raw: Any, exp: Experiment, fail) -> tuple[Any, ...] | None:
+    """``baseline: sgd/0/15``: the column (values of ``columns`` joined by '/')."""
+    if raw is None:
+        return None
+    n_rows = len(exp.rows)
+    for cell in exp.cells():
+        if cell_key(cell[n_rows:]) == format_value(raw):
+            return cell[n_rows:]
+    columns = sorted({cell_key(c[n_rows:]) for c in exp.cells()})
+    raise fail("baseline", f"'{raw}' is not a column (one of: {', '.join(columns)})")
 
 
 def _parse_keys(keys: Any, name: str, fail) -> tuple[str, ...]:

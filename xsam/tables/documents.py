@@ -8,6 +8,7 @@ from xsam.tables.render import (
     LATEX,
     MARKDOWN,
     Provenance,
+    baseline_table,
     grid,
     listings,
     paired_table,
@@ -30,9 +31,9 @@ def to_markdown(table: Table, provenance: Provenance) -> str:
     refs = reference_rows(table, MARKDOWN)
     if refs:
         sections.append(("Reference numbers (accuracy, %)", _REF_HEADER, refs))
-    paired = paired_table(table, MARKDOWN)
-    if paired is not None:
-        sections.append(paired)
+    for extra in (baseline_table(table, MARKDOWN), paired_table(table, MARKDOWN)):
+        if extra is not None:
+            sections.append(extra)
     for title, header, rows in sections:
         out += [f"## {title}", "", *_md_table(header, rows), ""]
     for title, items in listings(table):
@@ -59,10 +60,14 @@ def to_latex(table: Table, provenance: Provenance) -> str:
     refs = reference_rows(table, LATEX)
     if refs:
         sections.append(("Reference numbers (accuracy, %)", _REF_HEADER, refs, 1))
+    baseline = baseline_table(table, LATEX)
+    if baseline is not None:
+        title, header, rows = baseline
+        sections.append((title.replace("`", ""), header, rows, labels))
     paired = paired_table(table, LATEX)
     if paired is not None:
         title, header, rows = paired
-        sections.append((title.replace("`", ""), header, rows, len(header) - 4))
+        sections.append((title.replace("`", ""), header, rows, len(header) - 5))
     for title, header, rows, labels in sections:
         out += ["", f"% {title}", *_tex_table(header, rows, labels)]
     return "\n".join(out) + "\n"

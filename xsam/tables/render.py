@@ -1,8 +1,10 @@
 """Write a :class:`Table` as CSV (one row per run), Markdown and LaTeX.
 
-Markdown and LaTeX say the same things: mean ± std (n) per cell with the best of each row in
-bold, missing cells marked and listed, reference numbers and differences where given, the
-paired comparison, and a header saying the file is generated, by which command, from which runs.
+Markdown and LaTeX say the same things: mean ± std (n) per cell, in bold only where a cell
+beats every other cell of its row with a paired 95% interval that excludes 0, missing cells
+marked and listed, reference numbers and differences where given, the paired comparisons with
+their intervals, and a header saying the file is generated, by which command, from which runs,
+and every way its runs depart from the definition's protocol.
 The output holds no timestamps, so rebuilding from the same runs gives the same bytes.
 """
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xsam.experiments import cell_key, format_value
-from xsam.tables.paired import PairedRow, paired_rows
+from xsam.tables.paired import CONFIDENCE, PairedRow, beats_all, cell_difference, paired_rows
 from xsam.tables.table import Cell, Table
 
 MISSING, REFUSED = "missing", "refused: mixed commits"
@@ -135,41 +137,99 @@ def cell_text(table: Table, cell: Cell, style: Style, error: bool = False) -> st
 
 
 def grid(table: Table, style: Style, error: bool = False) -> tuple[list[str], list[list[str]]]:
-    """The header and the rows of the main table, best cell of each row in bold."""
+    """The header and the rows of the main table; a cell is bold when it beats every other
+    cell of its row on matched seeds (:func:`xsam.tables.paired.beats_all`)."""
     exp = table.experiment
-    n_rows = len(exp.rows)
-    row_keys = list(dict.fromkeys(values[:n_rows] for values in table.cells))
-    col_keys = list(dict.fromkeys(values[n_rows:] for values in table.cells))
+    row_keys, col_keys = _row_and_column_keys(table)
     header = [*(style.escape(k) for k in exp.rows)] or [""]
     header += [style.escape(column_label(exp.columns, col)) for col in col_keys]
     body = []
     for row in row_keys:
         cells = [table.cells.get(row + col) for col in col_keys]
-        means = [_rounded_mean(table, c, error) for c in cells]
-        numbers = [m for m in means if m is not None]
-        best = (min(numbers) if error else max(numbers)) if len(numbers) > 1 else None
-        texts = ["" if c is None else cell_text(table, c, style, error) for c in cells]
+        present = [c for c in cells if c is not None]
         texts = [
-            style.bold.format(t) if m is not None and m == best else t
-            for t, m in zip(texts, means, strict=True)
+            ""
+            if c is None
+            else style.bold.format(cell_text(table, c, style, error))
+            if beats_all(table, c, present)
+            else cell_text(table, c, style, error)
+            for c in cells
         ]
-        label = [style.escape(format_value(v)) for v in row] or [
-            style.escape(_metric_label(exp.metric, error))
-        ]
-        body.append(label + texts)
+        body.append(_row_label(exp, row, style, error) + texts)
     return header, body
 
 
-def _rounded_mean(table: Table, cell: Cell | None, error: bool) -> float | None:
-    stats = None if cell is None else table.stats(cell, error)
-    return None if stats is None else round(stats[0], 2)
+def _row_and_column_keys(table: Table) -> tuple[list[tuple], list[tuple]]:
+    n_rows = len(table.experiment.rows)
+    return (
+        list(dict.fromkeys(values[:n_rows] for values in table.cells)),
+        list(dict.fromkeys(values[n_rows:] for values in table.cells)),
+    )
+
+
+def _row_label(exp, row: tuple, style: Style, error: bool = False) -> list[str]:
+    return [style.escape(format_value(v)) for v in row] or [
+        style.escape(_metric_label(exp.metric, error))
+    ]
+
+
+def bold_rows(table: Table) -> tuple[int, int]:
+    """(rows with a bold cell, rows with two or more reported cells)."""
+    row_keys, col_keys = _row_and_column_keys(table)
+    bold = compared = 0
+    for row in row_keys:
+        cells = [c for col in col_keys if (c := table.cells.get(row + col)) is not None]
+        if sum(table.stats(c) is not None for c in cells) > 1:
+            compared += 1
+            bold += any(beats_all(table, c, cells) for c in cells)
+    return bold, compared
+
+
+def baseline_table(table: Table, style: Style) -> tuple[str, list[str], list[list[str]]] | None:
+    """Each cell minus the baseline column's cell of its row: mean [95% interval] (n)."""
+    exp = table.experiment
+    if exp.baseline is None:
+        return None
+    row_keys, col_keys = _row_and_column_keys(table)
+    others = [col for col in col_keys if col != exp.baseline]
+    header = [*(style.escape(k) for k in exp.rows)] or [""]
+    header += [style.escape(column_label(exp.columns, col)) for col in others]
+    body = []
+    for row in row_keys:
+        base = table.cells.get(row + exp.baseline)
+        texts = []
+        for col in others:
+            cell = table.cells.get(row + col)
+            if cell is None or base is None or table.stats(cell) is None or not table.stats(base):
+                texts.append("" if cell is None else MISSING)
+                continue
+            texts.append(difference_text(cell_difference(table, cell, base), style))
+        body.append(_row_label(exp, row, style) + texts)
+    title = (
+        f"Paired differences against {column_label(exp.columns, exp.baseline)} "
+        f"(`{exp.metric}` points, mean [{CONFIDENCE:.0%} t interval] (n matched seeds))"
+    )
+    return title, header, body
+
+
+def difference_text(row: PairedRow, style: Style) -> str:
+    """``+0.42 [+0.10, +0.74] (5)``; the interval is '–' for fewer than 2 seeds."""
+    if not row.n:
+        return MISSING
+    low, high = row.interval
+    interval = "–" if math.isnan(low) else f"{low:+.2f}, {high:+.2f}"
+    text = f"{row.mean:+.2f} [{interval}] ({row.n})"
+    return style.bold.format(text) if row.n > 1 and row.significant else text
+
+
+_GROUPS = ("dataset", "model", "optimizer", "schedule")  # Hydra groups: their choice says it
 
 
 def column_label(keys: tuple[str, ...], values: tuple[Any, ...]) -> str:
     """Group choices by value (``xsam``); other keys as ``steps=3`` (the last key part)."""
     return (
         " / ".join(
-            format_value(v) if "." not in k else f"{k.rsplit('.', 1)[1]}={v}"
+            format_value(v) if k in _GROUPS else f"{k.rsplit('.', 1)[-1]}={format_value(v)}"
             for k, v in zip(keys, values, strict=True)
         )
         or "value"
@@ -195,8 +255,22 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
         + (", ".join(f"{v} ({n})" for v, n in sorted(versions.items())) or "none")
         + f"; one row per run in `{exp.name}.csv`.",
         f"Metric: final-epoch `{exp.metric}` (%), mean ± std (n) over seeds, sample std "
-        "(ddof=1); bold: best in its row.",
+        "(ddof=1).",
+        _bold_line(table),
     ]
+    if table.departures is not None:
+        lines.append(
+            "Protocol: every run has the settings the definition composes for its cell."
+            if not table.departures
+            else f"NOT THE PROTOCOL: {_plural(len(table.departures), 'run')} "
+            "departs from the settings the definition composes (listed below)."
+        )
+    if exp.name.endswith("_smoke"):
+        lines.append(
+            "SMOKE VARIANT, not the protocol: "
+            + ", ".join(f"{k}={format_value(v)}" for k, v in exp.fixed.items())
+            + "."
+        )
     if mixed and table.allow_mixed:
         lines.append(
             f"{_plural(len(mixed), 'cell')} mixing code versions (marked †) "
@@ -208,6 +282,20 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
             "versions (rerun at one commit, or pass --allow-mixed-commits)."
         )
     return lines
+
+
+def _bold_line(table: Table) -> str:
+    bold, compared = bold_rows(table)
+    rule = (
+        f"Bold: a cell ahead of every other cell of its row, each paired difference over "
+        f"matched seeds with a {CONFIDENCE:.0%} t interval above 0"
+    )
+    if not compared:
+        return rule + "; no row has two reported cells."
+    if not bold:
+        return rule + f"; no cell is bold: in none of the {_plural(compared, 'row')} "
+        "does one cell beat all others."
+    return rule + f"; {bold} of {_plural(compared, 'row')} have such a cell."
 
 
 def _plural(n: int, noun: str) -> str:
@@ -265,6 +353,10 @@ def listings(table: Table) -> list[tuple[str, list[str]]]:
             [f"{run.source} (seed {run.seed})" for run in table.unfinished],
         ),
         (
+            "Runs that depart from the protocol (config key=run value (protocol: value))",
+            [f"{run.source}: {', '.join(diff)}" for run, diff in table.departures or []],
+        ),
+        (
             "Ignored runs (in no cell of this table)",
             [f"{run.source}: {why}" for run, why in table.ignored],
         ),
@@ -295,13 +387,29 @@ def paired_table(table: Table, style: Style) -> tuple[str, list[str], list[list[
     title = (
         f"Paired: {paired.treatment} - {paired.baseline} on matched seeds (`{exp.metric}` points)"
     )
-    header = [style.escape(k) for k in others] + ["n", "mean difference", "min", "max"]
+    header = [style.escape(k) for k in others] + [
+        "n",
+        "mean difference",
+        f"{CONFIDENCE:.0%} t interval",
+        "min",
+        "max",
+    ]
     return title, header, [_paired_row(row, style) for row in paired_rows(table, paired)]
 
 
 def _paired_row(row: PairedRow, style: Style) -> list[str]:
     label = [style.escape(format_value(v)) for v in row.label]
     if not row.n:
-        return label + ["0", MISSING, "", ""]
+        return label + ["0", MISSING, "", "", ""]
     text = style.spread(f"{row.mean:+.2f}", None if math.isnan(row.std) else f"{row.std:.2f}")
-    return label + [str(row.n), text, f"{min(row.diffs):+.2f}", f"{max(row.diffs):+.2f}"]
+    low, high = row.interval
+    interval = "–" if math.isnan(low) else f"[{low:+.2f}, {high:+.2f}]"
+    if row.n > 1 and row.significant:
+        interval = style.bold.format(interval)
+    return label + [
+        str(row.n),
+        text,
+        interval,
+        f"{min(row.diffs):+.2f}",
+        f"{max(row.diffs):+.2f}",
+    ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from xsam.experiments import Experiment, cell_key, same_value
@@ -56,6 +57,9 @@ class Table:
     duplicates: list[tuple[tuple[Any, ...], RunRecord, RunRecord]]  # (cell, superseded, kept)
     unfinished: list[RunRecord]
     ignored: list[tuple[RunRecord, str]]  # (run, why it is in no cell)
+    # (run, ["key=run value (protocol: value)", ...]) for placed runs that depart from the
+    # config the definition composes for their cell; None when it was not checked
+    departures: list[tuple[RunRecord, list[str]]] | None = None
 
     def metric(self, run: RunRecord, error: bool = False) -> float:
         acc = float(run.final[self.experiment.metric])
@@ -92,8 +96,16 @@ class Table:
         ]
 
 
-def build_table(exp: Experiment, records: list[RunRecord], allow_mixed: bool = False) -> Table:
-    """Place every record in its cell, keep the newest finished run per seed."""
+def build_table(
+    exp: Experiment,
+    records: list[RunRecord],
+    allow_mixed: bool = False,
+    protocol: Callable[[tuple[Any, ...]], dict[str, Any]] | None = None,
+) -> Table:
+    """Place every record in its cell, keep the newest finished run per seed.
+
+    ``protocol(cell)``, when given, is the resolved config the definition composes for a
+    cell's runs; every placed run is compared with it (:attr:`Table.departures`)."""
     table = Table(
         exp,
         {values: Cell(values) for values in exp.cells()},
@@ -119,7 +131,33 @@ def build_table(exp: Experiment, records: list[RunRecord], allow_mixed: bool = F
         cell.refused = len(cell.versions) > 1 and not allow_mixed
     order = {values: i for i, values in enumerate(table.cells)}
     table.duplicates.sort(key=lambda d: (order[d[0]], d[2].seed))
+    if protocol is not None:
+        table.departures = [
+            (run, diff)
+            for values, cell in table.cells.items()
+            if cell.runs
+            for expected in [_flatten(protocol(values))]
+            for _, run in sorted(cell.runs.items())
+            if (diff := departures(expected, _flatten(run.config)))
+        ]
     return table
+
+
+def departures(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """``key=actual (protocol: expected)`` for each compared key whose values differ; keys
+    the run lacks (written by older code, before the key existed) are not compared."""
+    keys = sorted(actual)
+    return [
+        f"{k}={actual.get(k, '(absent)')} (protocol: {expected.get(k, '(absent)')})"
+        for k in keys
+        if k.split(".")[0] not in _NOT_COMPARED and not _same(expected.get(k), actual.get(k))
+    ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return same_value(a, b) if a is not None and b is not None else a is b
 
 
 def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str]:
@@ -143,6 +181,13 @@ def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str
         values.append(match[0])
     if tuple(values) not in exp.cells():
         return None, f"{cell_key(tuple(values))} is not a cell of the table"
+    for key, expected in exp.settings_of(tuple(values)).items():
+        try:
+            actual = run.value(key)
+        except KeyError:
+            return None, f"no '{key}' in its config"
+        if not same_value(actual, expected):
+            return None, f"{key}={actual}, the table sets {expected} for {cell_key(tuple(values))}"
     if run.seed not in exp.seeds:
         return None, f"seed {run.seed} is not one of {list(exp.seeds)}"
     return tuple(values), ""
