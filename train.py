@@ -30,6 +30,7 @@ from xsam.data.loader import build_loader
 from xsam.diagnostics import evaluate_sharpness, fixed_batches
 from xsam.diagnostics.batches import batch_loss
 from xsam.diagnostics.landscape import direction_diagnostics
+from xsam.diagnostics.sphere import sphere_diagnostics
 from xsam.distributed import DistEnv, any_rank, init_distributed
 from xsam.models.param_groups import weight_decay_groups
 from xsam.preemption import Preemption
@@ -280,7 +281,8 @@ class Loop:
         return state
 
     def train_epoch(self, epoch: int, loader, stats: engine.EpochStats) -> engine.EpochStats:
-        probe = self.probe_directions if self.cfg.diagnostics.directions_every else None
+        probes = (self.cfg.diagnostics.directions_every, self.cfg.diagnostics.sphere_every)
+        probe = self.probe_directions if any(probes) else None
         with ProgressBar(self.cfg, epoch, len(loader), self.ranks.is_main) as bar:
             return engine.train_one_epoch(
                 self.net,
@@ -322,20 +324,21 @@ class Loop:
         self.write_step_record(record)
 
     def probe_directions(self, inputs, targets) -> None:
-        """Angle from each candidate direction to the true maximum on the rho_max circle."""
-        if self.opt.step_count % self.cfg.diagnostics.directions_every:
+        """Angle from each candidate direction to the true maximum on the rho_max circle
+        (directions_every) and on the whole rho_max sphere (sphere_every)."""
+        every, step = self.cfg.diagnostics, self.opt.step_count
+        due = [n and step % n == 0 for n in (every.directions_every, every.sphere_every)]
+        if not any(due):
             return
         loss = batch_loss(self.model, self.loss_fn, [(inputs, targets)], bn="batch")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        record = direction_diagnostics(
-            loss,
-            params,
-            rho=self.opt.rho or 0.05,
-            steps=max(self.opt.steps, 1),
-            rho_max=self.opt.rho_max,
-            alpha=float(self.opt.alpha),
-        )
-        self.write_step_record({"step": self.opt.step_count} | record)
+        geometry = dict(rho=self.opt.rho or 0.05, rho_max=self.opt.rho_max, alpha=float(self.opt.alpha))
+        record = {"step": step}
+        if due[0]:
+            record |= direction_diagnostics(loss, params, steps=max(self.opt.steps, 1), **geometry)
+        if due[1]:
+            record |= sphere_diagnostics(loss, params, **geometry)
+        self.write_step_record(record)
 
     def write_step_record(self, record: dict) -> None:
         if self.ranks.is_main:

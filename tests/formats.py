@@ -171,3 +171,51 @@ def _write_jpegs(folder: Path, names: list[str], size: int, rng: np.random.Gener
         Image.fromarray(pixels).save(folder / name, format="JPEG", quality=95)
         images.append(pixels)
     return images
+
+
+IDX_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def write_idx(
+    folder: Path, n_train: int = 40, n_test: int = 12, seed: int = 0, gz: bool = False
+) -> Written:
+    """The four (Fashion-)MNIST idx files in ``folder``: the big-endian header (magic 0x0803
+    for uint8 images, 0x0801 for labels, then each dimension) followed by the raw bytes, as
+    in the originals; gzipped (``.gz`` names) when ``gz``. Images come back as N x 28 x 28."""
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    written = Written(
+        train_images=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        train_labels=rng.integers(0, 10, n_train).astype(np.uint8),
+        test_images=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        test_labels=rng.integers(0, 10, n_test).astype(np.uint8),
+        classes=[str(k) for k in range(10)],
+    )
+    arrays = (written.train_images, written.train_labels, written.test_images, written.test_labels)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in zip(IDX_NAMES, arrays, strict=True):
+        header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(
+            d.to_bytes(4, "big") for d in array.shape
+        )
+        data = header + array.tobytes()
+        path = folder / (name + ".gz" if gz else name)
+        path.write_bytes(gzip.compress(data) if gz else data)
+    return written
+
+
+def idx_checksums(folder: Path) -> dict[str, str]:
+    """SHA-256 of each uncompressed idx file in ``folder`` (as scripts/get_data.py computes)."""
+    import gzip
+
+    sums = {}
+    for name in IDX_NAMES:
+        path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        sums[name] = hashlib.sha256(data).hexdigest()
+    return sums

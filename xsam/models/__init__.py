@@ -6,6 +6,7 @@ depends on them) as keyword arguments; the configs in ``configs/model/`` pick on
 """
 
 from xsam.models.densenet import cifar_densenet
+from xsam.models.mlp import mlp
 from xsam.models.param_groups import weight_decay_groups
 from xsam.models.pyramidnet import PyramidNet
 from xsam.models.resnet import cifar_resnet, imagenet_resnet
@@ -22,6 +23,7 @@ __all__ = [
     "cifar_resnet",
     "cifar_vgg_bn",
     "imagenet_resnet",
+    "mlp",
     "vit_cifar",
     "vit_s16",
     "weight_decay_groups",

@@ -138,7 +138,7 @@ def build_table(
             if cell.runs
             for expected in [_flatten(protocol(values))]
             for _, run in sorted(cell.runs.items())
-            if (diff := departures(expected, _flatten(run.config)))
+            if (diff := departures(_on_any_storage(expected), _on_any_storage(_flatten(run.config))))
         ]
     return table
 
@@ -152,6 +152,18 @@ def departures(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
         for k in keys
         if k.split(".")[0] not in _NOT_COMPARED and not _same(expected.get(k), actual.get(k))
     ]
+
+
+def _on_any_storage(flat: dict[str, Any]) -> dict[str, Any]:
+    """Paths under the config's ``data_root`` written relative to it: the same run on another
+    machine's storage is the same run."""
+    root = flat.get("data_root")
+    if not isinstance(root, str) or not root:
+        return flat
+    return {
+        k: "<data_root>" + v[len(root) :] if isinstance(v, str) and v.startswith(root) else v
+        for k, v in flat.items()
+    }
 
 
 def _same(a: Any, b: Any) -> bool:
