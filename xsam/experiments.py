@@ -39,7 +39,7 @@ import yaml
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 _REQUIRED = ("name", "description", "group", "seeds", "axes", "rows", "columns", "metric")
-_OPTIONAL = ("fixed", "paired", "baseline", "reference", "smoke", "error")
+_OPTIONAL = ("fixed", "paired", "baseline", "pairs", "reference", "smoke", "error")
 _SCALAR = (str, int, float, bool)
 
 
@@ -74,6 +74,7 @@ class Experiment:
     path: Path | None = None
     settings: tuple[dict[str, Any], ...] = ()  # per grid: its ``set`` overrides
     baseline: tuple[Any, ...] | None = None  # a column's values: paired differences against it
+    pairs: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...] = ()  # (treatment, baseline) columns
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -251,7 +252,11 @@ def _parse(raw: Any, path: Path) -> Experiment:
     return replace(
         exp,
         reference=_parse_reference(raw.get("reference") or {}, exp, fail),
-        baseline=_parse_baseline(raw.get("baseline"), exp, fail),
+        baseline=_parse_column(raw.get("baseline"), exp, fail, "baseline"),
+        pairs=tuple(
+            tuple(_parse_column(c, exp, fail, f"pairs[{i}]") for c in pair)
+            for i, pair in enumerate(_parse_pairs(raw.get("pairs"), fail))
+        ),
     )
 
 
@@ -295,8 +300,17 @@ def _check_settings_agree(exp: Experiment, fail) -> None:
             seen.setdefault(cell, settings)
 
 
-def _parse_baseline(raw: Any, exp: Experiment, fail) -> tuple[Any, ...] | None:
-    """``baseline: sgd/0/15``: the column (values of ``columns`` joined by '/')."""
+def _parse_pairs(raw: Any, fail) -> list[list[Any]]:
+    """``pairs: [[xsam/1/20, sam/1/20], ...]``: (treatment, baseline) column keys."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
+        raise fail("pairs", "expected a list of [treatment, baseline] column keys")
+    return raw
+
+
+def _parse_column(raw: Any, exp: Experiment, fail, where: str) -> tuple[Any, ...] | None:
+    """A column key (``sgd/0/20``: the values of ``columns`` joined by '/')."""
     if raw is None:
         return None
     n_rows = len(exp.rows)
@@ -304,7 +318,7 @@ def _parse_baseline(raw: Any, exp: Experiment, fail) -> tuple[Any, ...] | None:
         if cell_key(cell[n_rows:]) == format_value(raw):
             return cell[n_rows:]
     columns = sorted({cell_key(c[n_rows:]) for c in exp.cells()})
-    raise fail("baseline", f"'{raw}' is not a column (one of: {', '.join(columns)})")
+    raise fail(where, f"'{raw}' is not a column (one of: {', '.join(columns)})")
 
 
 def _parse_keys(keys: Any, name: str, fail) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ from xsam.tables.render import (
     grid,
     listings,
     paired_table,
+    pairs_table,
     reference_rows,
     render_csv,
     summary_lines,
@@ -31,7 +32,11 @@ def to_markdown(table: Table, provenance: Provenance) -> str:
     refs = reference_rows(table, MARKDOWN)
     if refs:
         sections.append(("Reference numbers (accuracy, %)", _REF_HEADER, refs))
-    for extra in (baseline_table(table, MARKDOWN), paired_table(table, MARKDOWN)):
+    for extra in (
+        baseline_table(table, MARKDOWN),
+        pairs_table(table, MARKDOWN),
+        paired_table(table, MARKDOWN),
+    ):
         if extra is not None:
             sections.append(extra)
     for title, header, rows in sections:
@@ -60,10 +65,10 @@ def to_latex(table: Table, provenance: Provenance) -> str:
     refs = reference_rows(table, LATEX)
     if refs:
         sections.append(("Reference numbers (accuracy, %)", _REF_HEADER, refs, 1))
-    baseline = baseline_table(table, LATEX)
-    if baseline is not None:
-        title, header, rows = baseline
-        sections.append((title.replace("`", ""), header, rows, labels))
+    for extra in (baseline_table(table, LATEX), pairs_table(table, LATEX)):
+        if extra is not None:
+            title, header, rows = extra
+            sections.append((title.replace("`", ""), header, rows, labels))
     paired = paired_table(table, LATEX)
     if paired is not None:
         title, header, rows = paired

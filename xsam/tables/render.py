@@ -186,30 +186,57 @@ def bold_rows(table: Table) -> tuple[int, int]:
 
 
 def baseline_table(table: Table, style: Style) -> tuple[str, list[str], list[list[str]]] | None:
-    """Each cell minus the baseline column's cell of its row: mean [95% interval] (n)."""
+    """Each column minus the baseline column, row by row: mean [95% interval] (n)."""
     exp = table.experiment
     if exp.baseline is None:
         return None
-    row_keys, col_keys = _row_and_column_keys(table)
-    others = [col for col in col_keys if col != exp.baseline]
-    header = [*(style.escape(k) for k in exp.rows)] or [""]
-    header += [style.escape(column_label(exp.columns, col)) for col in others]
-    body = []
-    for row in row_keys:
-        base = table.cells.get(row + exp.baseline)
-        texts = []
-        for col in others:
-            cell = table.cells.get(row + col)
-            if cell is None or base is None or table.stats(cell) is None or not table.stats(base):
-                texts.append("" if cell is None else MISSING)
-                continue
-            texts.append(difference_text(cell_difference(table, cell, base), style))
-        body.append(_row_label(exp, row, style) + texts)
+    _, col_keys = _row_and_column_keys(table)
+    pairs = [(col, exp.baseline) for col in col_keys if col != exp.baseline]
     title = (
         f"Paired differences against {column_label(exp.columns, exp.baseline)} "
-        f"(`{exp.metric}` points, mean [{CONFIDENCE:.0%} t interval] (n matched seeds))"
+        f"(`{exp.metric}` points, mean [{CONFIDENCE:.0%} t interval] (n matched seeds); "
+        "bold where the interval excludes 0)"
     )
+    header, body = comparison_grid(table, style, pairs, lambda a, b: column_label(exp.columns, a))
     return title, header, body
+
+
+def pairs_table(table: Table, style: Style) -> tuple[str, list[str], list[list[str]]] | None:
+    """The definition's ``pairs`` (treatment column, baseline column), row by row."""
+    exp = table.experiment
+    if not exp.pairs:
+        return None
+    title = (
+        f"Paired differences (`{exp.metric}` points, mean [{CONFIDENCE:.0%} t interval] "
+        "(n matched seeds); bold where the interval excludes 0)"
+    )
+
+    def label(a, b):
+        return f"{column_label(exp.columns, a)} - {column_label(exp.columns, b)}"
+
+    header, body = comparison_grid(table, style, list(exp.pairs), label)
+    return title, header, body
+
+
+def comparison_grid(table: Table, style: Style, pairs, label) -> tuple[list[str], list[list[str]]]:
+    """One column per (treatment, baseline) pair of column keys, one row per table row."""
+    exp = table.experiment
+    row_keys, _ = _row_and_column_keys(table)
+    header = [*(style.escape(k) for k in exp.rows)] or [""]
+    header += [style.escape(label(a, b)) for a, b in pairs]
+    body = []
+    for row in row_keys:
+        texts = []
+        for a, b in pairs:
+            cell, base = table.cells.get(row + a), table.cells.get(row + b)
+            if cell is None or base is None:
+                texts.append("")
+            elif table.stats(cell) is None or table.stats(base) is None:
+                texts.append(MISSING)
+            else:
+                texts.append(difference_text(cell_difference(table, cell, base), style))
+        body.append(_row_label(exp, row, style) + texts)
+    return header, body
 
 
 def difference_text(row: PairedRow, style: Style) -> str:
