@@ -391,7 +391,19 @@ def markdown(state: dict) -> str:
     for script in ("bench_optim", "bench_train"):
         lines += bench_section(script, state["results"])
     lines += train_section(state["results"].get("train_runs"))
+    lines += unfinished_logs(state["phases"])
     return "\n".join(lines) + "\n"
+
+
+def unfinished_logs(phases: list[dict], tail: int = 40) -> list[str]:
+    """The end of the log of every phase that failed or was cut, to debug from the report."""
+    lines = []
+    for p in phases:
+        if p["status"] in ("failed", "stopped at its budget") and p["log"]:
+            text = Path(p["log"]).read_text(errors="replace").splitlines()[-tail:]
+            lines += ["", f"## Log of {p['name']} ({p['status']}), last {tail} lines", "", "```"]
+            lines += [*text, "```"]
+    return lines
 
 
 SELF_TEST_BANNER = (

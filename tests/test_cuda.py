@@ -312,7 +312,7 @@ def test_a_non_fused_base_reads_the_flag_from_the_device():
         opt.step(BatchClosure(model, F.cross_entropy, x, y))
 
 
-# ---------------------------------------------------------------- precision, layout, compile
+# ---------------------------------------------------------------- precision and layout
 
 
 def cnn(num_classes: int = 10) -> nn.Module:
@@ -374,25 +374,6 @@ def test_channels_last_steps_like_the_contiguous_layout(strict_fp32):
     assert conv and all(p.is_contiguous(memory_format=CL) for p in conv)  # the layout survived
     assert all(p.grad.is_contiguous(memory_format=CL) for p in conv)
     assert relative_gap(cl, flat, start) < 1e-3
-
-
-def test_torch_compile_of_a_model_under_xsam(strict_fp32):
-    """The compiled network through every kind of pass: clean, frozen-BN ascent, no-grad search."""
-    start = cnn()
-    eager, compiled_model = copy.deepcopy(start), copy.deepcopy(start)
-    compiled = torch.compile(compiled_model)
-    opts = {"eager": xsam_for(eager), "compiled": xsam_for(compiled_model)}
-    for x, y in cifar_batches(3):
-        opts["eager"].step(BatchClosure(eager, F.cross_entropy, x, y))
-        opts["compiled"].step(BatchClosure(compiled, F.cross_entropy, x, y))
-    assert relative_gap(compiled_model, eager, start) < 1e-3
-    for b, c in zip(compiled_model.buffers(), eager.buffers(), strict=True):
-        torch.testing.assert_close(b.double(), c.double(), rtol=1e-3, atol=1e-4)
-    opts["compiled"].search_every = 1  # the 21 no-grad search passes through the compiled net
-    x, y = cifar_batches(1)[0]
-    opts["compiled"].step(BatchClosure(compiled, F.cross_entropy, x, y))
-    losses = opts["compiled"].diagnostics["search_losses"]
-    assert losses.shape == (21,) and bool(torch.isfinite(losses).all())
 
 
 # ---------------------------------------------------------------- the device-resident CIFAR loader
@@ -552,3 +533,25 @@ def test_two_nccl_ranks_equal_one_process_with_the_global_batch(tmp_path):
     assert alphas == two["alphas"] and len(set(alphas)) > 1  # the same, changing, alpha
     for p, q in zip(model.parameters(), two["params"], strict=True):
         torch.testing.assert_close(p.detach().cpu(), q, rtol=0, atol=1e-12)
+
+
+# ------------------------------------------- torch.compile (last: compiling takes the longest)
+
+
+def test_torch_compile_of_a_model_under_xsam(strict_fp32):
+    """The compiled network through every kind of pass: clean, frozen-BN ascent, no-grad search."""
+    start = cnn()
+    eager, compiled_model = copy.deepcopy(start), copy.deepcopy(start)
+    compiled = torch.compile(compiled_model)
+    opts = {"eager": xsam_for(eager), "compiled": xsam_for(compiled_model)}
+    for x, y in cifar_batches(3):
+        opts["eager"].step(BatchClosure(eager, F.cross_entropy, x, y))
+        opts["compiled"].step(BatchClosure(compiled, F.cross_entropy, x, y))
+    assert relative_gap(compiled_model, eager, start) < 1e-3
+    for b, c in zip(compiled_model.buffers(), eager.buffers(), strict=True):
+        torch.testing.assert_close(b.double(), c.double(), rtol=1e-3, atol=1e-4)
+    opts["compiled"].search_every = 1  # the 21 no-grad search passes through the compiled net
+    x, y = cifar_batches(1)[0]
+    opts["compiled"].step(BatchClosure(compiled, F.cross_entropy, x, y))
+    losses = opts["compiled"].diagnostics["search_losses"]
+    assert losses.shape == (21,) and bool(torch.isfinite(losses).all())
