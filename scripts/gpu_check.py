@@ -9,7 +9,7 @@ each phase a subprocess with its own time budget, the whole stopped at ``--budge
                  wheel folder of ``make wheelhouse`` into a private directory put on PYTHONPATH;
                  the node's own packages (torch first) are never replaced
     cuda-tests   pytest -m cuda tests/test_cuda.py
-    bench-optim  scripts/bench_optim.py --device cuda, reduced (REDUCED below)
+    bench-optim  scripts/bench_optim.py --device cuda, reduced (GPU_NODE_PROFILE below)
     bench-train  scripts/bench_train.py --device cuda, reduced
     train-runs   scripts/gpu_train_run.py: ResNet-18, SGD / SAM / XSAM, fp32 and bf16, train.py
 
@@ -103,16 +103,16 @@ def run_limited(command: list[str], timeout_s: float, log: Path, env: dict) -> t
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM to the group, 5 s to exit, then SIGKILL to whatever of it is left."""
+    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
         try:
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+        except ProcessLookupError:  # the group is gone
             return
         try:
-            proc.wait(timeout=5)
-            return
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
-            continue
+            pass
 
 
 def phase_env(site: Path | None) -> dict:

@@ -17,7 +17,8 @@ Epoch 1 is the warm-up (cuDNN autotuning, allocations, the caching allocator); t
 come from the later epochs' ``metrics.jsonl`` lines: images/s = training images /
 ``time/epoch`` (which also holds the evaluation of the small test split), and ms per step
 inside ``opt.step`` (CUDA events: every forward and backward pass of the method, and the
-update). OUT.json is rewritten after every run, so a run cut short keeps what finished.
+update; "between searches" leaves out the alpha search's extra time, as train.py measures
+it). OUT.json is rewritten after every run, so a run cut short keeps what finished.
 """
 
 import argparse
@@ -94,6 +95,7 @@ def one_run(args, root: Path, method: str, precision: str) -> dict:
     steps = timed[-1]["step"] - (records[0]["step"] if len(records) > 1 else 0)
     seconds = sum(r["time/epoch"] for r in timed)
     step_seconds = sum(r["time/optimizer_step"] for r in timed)
+    search_extra = sum(r["time/search_share"] * r["time/epoch"] for r in timed)
     final = summary["final"]
     return {
         "method": method,
@@ -102,8 +104,9 @@ def one_run(args, root: Path, method: str, precision: str) -> dict:
         "timed_steps": steps,
         "images_per_s": steps * args.batch_size / seconds,
         "step_ms": 1e3 * step_seconds / steps,
+        "step_ms_between_searches": 1e3 * (step_seconds - search_extra) / steps,
         "epoch_s": seconds / len(timed),
-        "search_share": sum(r["time/search_share"] * r["time/epoch"] for r in timed) / seconds,
+        "search_share": search_extra / seconds,
         "train_loss": final["train/loss"],
         "finite": math.isfinite(final["train/loss"]),
         "wall_s": wall,
@@ -119,6 +122,10 @@ def ratios(runs: list[dict]) -> list[dict]:
             if (num, precision) in by and (den, precision) in by:
                 value = by[num, precision]["step_ms"] / by[den, precision]["step_ms"]
                 out.append({"ratio": f"{num} / {den} step time, {precision}", "value": value})
+        if ("xsam", precision) in by and ("sam", precision) in by:
+            between = by["xsam", precision]["step_ms_between_searches"]
+            value = between / by["sam", precision]["step_ms"]
+            out.append({"ratio": f"xsam between searches / sam, {precision}", "value": value})
     for method in METHODS:
         if (method, "fp32") in by and (method, "bf16") in by:
             value = by[method, "fp32"]["step_ms"] / by[method, "bf16"]["step_ms"]
