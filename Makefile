@@ -1,11 +1,17 @@
 # make demo   set up .venv, run SGD / SAM / XSAM x 3 seeds on the embedded digits, print the table
 # make test   set up .venv and run the test suite
+# make wheelhouse   (networked machine) the wheel folder for make gpu-check on an offline GPU node
+# make gpu-check    (GPU node, its own Python with torch) tests and measures what a GPU shows: docs/GPU_CHECK.md
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TABLE ?= demo
 
-.PHONY: install demo test lint bench clean-demo
+WHEELHOUSE ?= wheelhouse
+GPU_CHECK_OUT ?= gpu-check-report
+GPU_CHECK_BUDGET ?= 480
+
+.PHONY: install demo test lint bench clean-demo wheelhouse gpu-check
 
 install: $(VENV)/.installed
 
@@ -29,3 +35,10 @@ lint: install
 bench: install
 	$(BIN)/python scripts/bench_optim.py
 	$(BIN)/python scripts/bench_train.py
+
+wheelhouse:
+	PYTHON=$(PYTHON) bash scripts/wheelhouse.sh $(WHEELHOUSE)
+
+gpu-check:  # no venv: the node's Python, with what is missing from $(WHEELHOUSE) when it exists
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh $(GPU_CHECK_OUT) --budget $(GPU_CHECK_BUDGET) \
+		$(if $(wildcard $(WHEELHOUSE)),--wheelhouse $(WHEELHOUSE))
