@@ -20,11 +20,15 @@ DIGITS = {"num_classes": 10, "image_size": 8, "in_channels": 1}
 CIFAR10 = {"num_classes": 10, "image_size": 32, "in_channels": 3}
 CIFAR100 = {"num_classes": 100, "image_size": 32, "in_channels": 3}
 IMAGENET = {"num_classes": 1000, "image_size": 224, "in_channels": 3}
+MNIST = {"num_classes": 10, "image_size": 28, "in_channels": 1}  # and Fashion-MNIST
 
 # model config -> (dataset it is built for, exact parameter count); measured, and where the
 # literature gives a count they agree: CIFAR ResNet-18 11,173,962; WRN-28-10 36.5M (paper)
 PARAMS = {
     "small_cnn": (DIGITS, 24_058),
+    "small_cnn28": (MNIST, 24_058),
+    "mlp": (MNIST, 671_754),  # 784*512+512 + 2*512 + 512*512+512 + 2*512 + 512*10+10
+    "wrn16_2": (MNIST, 691_386),  # WRN-16-2 with a 1-channel stem
     "resnet18": (CIFAR10, 11_173_962),
     "resnet50": (CIFAR10, 23_520_842),
     "vgg11_bn": (CIFAR10, 9_231_114),

@@ -1,12 +1,13 @@
 """Learning curves of a table: test accuracy against epoch, mean and a ±1 std band over seeds.
 
-One panel per table row, one line per column; the runs are those the table reports (refused
-cells are left out), read with their per-epoch metrics.
+Two panels per table row, one line per column: the whole curve, and its second half as test
+error on a log axis against the fraction of the run (so that a 2x-epochs baseline lines up
+with the others), where the final differences the table compares can be seen. The runs are
+those the table reports (refused cells are left out), read with their per-epoch metrics.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -33,37 +34,53 @@ def seed_band(table: Table, cell: Cell, key: str) -> tuple[np.ndarray, np.ndarra
     return epochs, mean, std
 
 
+def _final_half(ax, epochs, mean, std, color, *, error: bool) -> None:
+    """The last half of a curve against the fraction of the run, as error on a log axis: the
+    final differences the table compares, which the full curve squeezes together."""
+    if not len(epochs):
+        return
+    keep = epochs >= epochs.max() / 2
+    x, m, s = epochs[keep] / epochs.max(), mean[keep], std[keep]
+    if error:
+        m = 100.0 - m
+        ax.set_yscale("log")
+    ax.plot(x, m, color=color, marker=".")
+    ax.fill_between(x, np.maximum(m - s, 1e-3) if error else m - s, m + s, color=color, alpha=0.2)
+
+
 def plot_curves(table: Table, path: Path, key: str | None = None) -> Path:
     """Write the PNG for ``table`` (metric ``key``, default the table's metric) to ``path``."""
     exp = table.experiment
     key = key or exp.metric
     n_rows = len(exp.rows)
     row_keys = list(dict.fromkeys(values[:n_rows] for values in table.cells))
-    cols = math.ceil(math.sqrt(len(row_keys)))
-    n_panel_rows = math.ceil(len(row_keys) / cols)
-    # the Agg canvas directly, not pyplot: no global backend state, no display needed
-    fig = Figure(figsize=(4.5 * cols, 3.2 * n_panel_rows))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n_panel_rows, cols, squeeze=False)
     col_keys = list(dict.fromkeys(values[n_rows:] for values in table.cells))
-    for ax, row in zip(axes.flat, row_keys, strict=False):
+    # the Agg canvas directly, not pyplot: no global backend state, no display needed
+    fig = Figure(figsize=(10, 3.4 * len(row_keys)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(row_keys), 2, squeeze=False)
+    for (full, zoom), row in zip(axes, row_keys, strict=True):
         for values, cell in table.cells.items():
             if values[:n_rows] != row or cell.refused or not cell.runs:
                 continue
             epochs, mean, std = seed_band(table, cell, key)
             label = f"{column_label(exp.columns, values[n_rows:])} (n={len(cell.runs)})"
             color = f"C{col_keys.index(values[n_rows:]) % 10}"  # one colour per column
-            ax.plot(epochs, mean, label=label, color=color, marker="o" if len(epochs) < 3 else "")
-            ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(" / ".join(format_value(v) for v in row) or exp.name, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
-    for ax in list(axes.flat)[len(row_keys) :]:
-        ax.set_visible(False)
+            full.plot(epochs, mean, label=label, color=color, marker="o" if len(epochs) < 3 else "")
+            full.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2)
+            _final_half(zoom, epochs, mean, std, color, error=key.endswith("acc"))
+        title = " / ".join(format_value(v) for v in row) or exp.name
+        full.xaxis.set_major_locator(MaxNLocator(integer=True))
+        full.set(title=title, xlabel="epoch", ylabel=key)
+        zoom.set(
+            title=f"{title}: the second half of training",
+            xlabel="fraction of the run's epochs",
+            ylabel=f"100 - {key} (log)" if key.endswith("acc") else key,
+        )
+        for ax in (full, zoom):
+            ax.grid(alpha=0.3, which="both")
+        if full.has_data():
+            full.legend(fontsize=7)
     fig.suptitle(f"{exp.name}: {key}, mean ± std over seeds", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
