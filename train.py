@@ -332,7 +332,9 @@ class Loop:
             return
         loss = batch_loss(self.model, self.loss_fn, [(inputs, targets)], bn="batch")
         params = [p for p in self.model.parameters() if p.requires_grad]
-        geometry = dict(rho=self.opt.rho or 0.05, rho_max=self.opt.rho_max, alpha=float(self.opt.alpha))
+        geometry = dict(
+            rho=self.opt.rho or 0.05, rho_max=self.opt.rho_max, alpha=float(self.opt.alpha)
+        )
         record = {"step": step}
         if due[0]:
             record |= direction_diagnostics(loss, params, steps=max(self.opt.steps, 1), **geometry)

@@ -22,7 +22,6 @@ from xsam.tables.documents import write_outputs
 from xsam.tables.render import Provenance
 from xsam.tables.table import build_table
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

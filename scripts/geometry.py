@@ -28,7 +28,12 @@ from xsam.tables.collect import collect_run_dirs
 from xsam.tables.paired import PairedRow
 
 REPO = Path(__file__).resolve().parents[1]
-CANDIDATES = {"g_0": "g_0 (SGD+)", "g_1": "g_1 (SAM)", "g_2": "g_2 (2-step SAM)", "xsam": "d(alpha) (XSAM)"}
+CANDIDATES = {
+    "g_0": "g_0 (SGD+)",
+    "g_1": "g_1 (SAM)",
+    "g_2": "g_2 (2-step SAM)",
+    "xsam": "d(alpha) (XSAM)",
+}
 PAIRS = [("xsam", "g_1"), ("g_1", "g_0"), ("g_2", "g_1"), ("xsam", "g_2")]
 
 
@@ -115,7 +120,8 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         "- Mean ± std over all probes; the paired rows use each seed's mean over its probes, "
         "with a 95% t interval over seeds (bold where it excludes 0).",
         "",
-        "| candidate | angle to u* (deg) | loss increase at rho_max | closest to u* (share of probes) |",
+        "| candidate | angle to u* (deg) | loss increase at rho_max "
+        "| closest to u* (share of probes) |",
         "| --- | --- | --- | --- |",
     ]
     closest = [min(CANDIDATES, key=lambda c, p=p: p[f"geo/angle/{c}"]) for p in probes]
@@ -139,9 +145,8 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         low, high = diff.interval
         interval = f"[{low:+.2f}, {high:+.2f}]" if diff.n > 1 else "–"
         interval = f"**{interval}**" if diff.n > 1 and diff.significant else interval
-        lines.append(
-            f"| angle({CANDIDATES[a]}) - angle({CANDIDATES[b]}) | {diff.n} | {diff.mean:+.2f} | {interval} |"
-        )
+        name = f"angle({CANDIDATES[a]}) - angle({CANDIDATES[b]})"
+        lines.append(f"| {name} | {diff.n} | {diff.mean:+.2f} | {interval} |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,7 +168,9 @@ def plot(probes: list[dict], path: Path) -> None:
     right.plot(
         steps,
         [
-            statistics.fmean(p["geo/sphere_max_loss"] - p["geo/loss_0"] for p in probes if p["step"] == s)
+            statistics.fmean(
+                p["geo/sphere_max_loss"] - p["geo/loss_0"] for p in probes if p["step"] == s
+            )
             for s in steps
         ],
         "k--",
@@ -175,7 +182,9 @@ def plot(probes: list[dict], path: Path) -> None:
     for ax in (left, right):
         ax.grid(alpha=0.3)
     right.legend(fontsize=7)
-    fig.suptitle(f"mean over {len({p['seed'] for p in probes})} seeds at each probed step", fontsize=9)
+    fig.suptitle(
+        f"mean over {len({p['seed'] for p in probes})} seeds at each probed step", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

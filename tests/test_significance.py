@@ -123,7 +123,11 @@ def test_departures_from_the_protocol_are_named_in_the_header(tmp_path):
     records[-1] = run("xsam", 3, 93.0, lr=0.1)  # one run with another learning rate
 
     def protocol(cell):
-        return {"seed": 0, "lr": 0.05, "optimizer": {"steps": cell[1]} | ({"rho": 0.2} if cell[1] else {})}
+        return {
+            "seed": 0,
+            "lr": 0.05,
+            "optimizer": {"steps": cell[1]} | ({"rho": 0.2} if cell[1] else {}),
+        }
 
     table = build_table(exp, records, protocol=protocol)
     assert [(r.run_id, d) for r, d in table.departures] == [
@@ -144,8 +148,12 @@ def test_the_smoke_variant_never_reads_like_the_protocol(tmp_path):
 def test_grid_settings_reach_the_commands_and_place_only_matching_runs(tmp_path):
     exp = definition(tmp_path)
     assert exp.overrides()[4] == [
-        "experiment=sig", "dataset=digits", "optimizer=sam", "optimizer.steps=1",
-        "optimizer.rho=0.2", "seed=0",
+        "experiment=sig",
+        "dataset=digits",
+        "optimizer=sam",
+        "optimizer.steps=1",
+        "optimizer.rho=0.2",
+        "seed=0",
     ]
     assert exp.sweeps()[1][-2:] == ["optimizer.rho=0.2", "seed=0,1,2,3"]
     table = build_table(exp, [run("sam", 0, 90.0), run("sam", 1, 90.0, rho=0.05)])

@@ -228,7 +228,9 @@ def _parse(raw: Any, path: Path) -> Experiment:
     for name, values in (("fixed", fixed), ("smoke", smoke)):
         for key in values:
             if key in grids[0] or key in set_keys or key in ("experiment", "seed"):
-                raise fail(f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the group")
+                raise fail(
+                    f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the group"
+                )
     error = raw.get("error", True)
     if not isinstance(error, bool):
         raise fail("error", "expected true or false")

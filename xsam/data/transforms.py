@@ -1,4 +1,4 @@
-"""Image pipelines for the CIFAR, (Fashion-)MNIST and Tiny-ImageNet builders, on torchvision.transforms.v2.
+"""Image pipelines for the CIFAR, (Fashion-)MNIST and Tiny-ImageNet builders (transforms.v2).
 
 Cutout: DeVries & Taylor, "Improved Regularization of Convolutional Neural Networks with
 Cutout", arXiv:1708.04552. ImageNet takes timm's transform factory directly (see

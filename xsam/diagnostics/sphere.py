@@ -58,9 +58,7 @@ def sphere_max(
     w0 = vec.snapshot(params)
     start_loss = {}
     for name, u in starts.items():
-        start_loss[name], _ = loss_and_gradient(
-            loss_fn, params, vec.combine(w0, [(rho_max, u)])
-        )
+        start_loss[name], _ = loss_and_gradient(loss_fn, params, vec.combine(w0, [(rho_max, u)]))
     best_name = max(start_loss, key=start_loss.get)
     u, best_u, best = unit(starts[best_name]), None, -math.inf
     for _ in range(iters + 1):  # the last pass only measures the last iterate

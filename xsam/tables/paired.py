@@ -69,9 +69,7 @@ def t_interval(diffs: tuple[float, ...], confidence: float = CONFIDENCE) -> tupl
 def cell_difference(table: Table, treatment: Cell, baseline: Cell) -> PairedRow:
     """``treatment - baseline`` (accuracy points) on the seeds both cells have."""
     seeds = tuple(s for s in table.experiment.seeds if s in treatment.runs and s in baseline.runs)
-    diffs = tuple(
-        table.metric(treatment.runs[s]) - table.metric(baseline.runs[s]) for s in seeds
-    )
+    diffs = tuple(table.metric(treatment.runs[s]) - table.metric(baseline.runs[s]) for s in seeds)
     return PairedRow(treatment.values, seeds, diffs)
 
 

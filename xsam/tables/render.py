@@ -281,8 +281,7 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
         f"Runs: {len(used)} finished runs in the table, from code versions "
         + (", ".join(f"{v} ({n})" for v, n in sorted(versions.items())) or "none")
         + f"; one row per run in `{exp.name}.csv`.",
-        f"Metric: final-epoch `{exp.metric}` (%), mean ± std (n) over seeds, sample std "
-        "(ddof=1).",
+        f"Metric: final-epoch `{exp.metric}` (%), mean ± std (n) over seeds, sample std (ddof=1).",
         _bold_line(table),
     ]
     if table.departures is not None:

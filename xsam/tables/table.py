@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from xsam.experiments import Experiment, cell_key, same_value
@@ -138,7 +138,9 @@ def build_table(
             if cell.runs
             for expected in [_flatten(protocol(values))]
             for _, run in sorted(cell.runs.items())
-            if (diff := departures(_on_any_storage(expected), _on_any_storage(_flatten(run.config))))
+            if (
+                diff := departures(_on_any_storage(expected), _on_any_storage(_flatten(run.config)))
+            )
         ]
     return table
 
