@@ -245,7 +245,14 @@ class XSAM(Optimizer):
         """The base step, skipped on non-finite values (on the device where it can)."""
         self.skipped_steps = self.skipped_steps.to(finite.device)
         self.skipped_steps += (~finite).long()
-        if getattr(self.base, "_step_supports_amp_scaling", False):  # fused: no host sync
+        # Fused bases skip through GradScaler's private protocol (_step_supports_amp_scaling,
+        # a found_inf attribute): re-check it on a torch upgrade. Before the base has any
+        # state, torch allocates it uninitialised (SGD's momentum buffers) and then skips,
+        # so a non-finite *first* step would leave garbage that later steps use: until the
+        # first real step, skip on the host instead (SGD without momentum keeps no state,
+        # so it takes this host sync on every step).
+        fused = getattr(self.base, "_step_supports_amp_scaling", False) and self.base.state
+        if fused:  # no host sync
             self.base.found_inf = (~finite).float()
             try:
                 self.base.step()
