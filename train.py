@@ -19,11 +19,13 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from xsam import checkpoint, engine
+from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.loader import build_loader
@@ -33,40 +35,66 @@ from xsam.diagnostics.landscape import direction_diagnostics
 from xsam.distributed import DistEnv, any_rank, init_distributed
 from xsam.models.param_groups import weight_decay_groups
 from xsam.preemption import Preemption
-from xsam.rundir import RunDir, config_hash, new_meta, run_name
+from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
 from xsam.wandb_logger import WandbLogger
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
 # settings that change where or how a run is shown, not what it computes
-NOT_IN_HASH = ("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device")
+NOT_IN_HASH = (
+    *("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device"),
+    *("resume", "objective"),
+)
 GROUPS = ("dataset", "model", "optimizer", "schedule")
-USER_ERRORS = (ConfigError, FileNotFoundError, engine.NonFiniteLoss)
+USER_ERRORS = (ConfigError, DamagedRunDir, FileNotFoundError, engine.NonFiniteLoss)
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> float | None:
+    """One run; returns its objective (a final-epoch metric) for Hydra's sweepers."""
+    hydra_cfg = HydraConfig.get()
     try:
-        return run(cfg, HydraConfig.get().runtime.choices)
+        summary = run(cfg, hydra_cfg.runtime.choices)
     except Exception as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        if not isinstance(cause, USER_ERRORS):
-            raise
-        print(f"error: {cause}", file=sys.stderr)  # one line, no traceback
-        sys.exit(2)
+        known = isinstance(cause, USER_ERRORS)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            if not known:
+                raise
+            print(f"error: {cause}", file=sys.stderr)  # one line, no traceback
+            sys.exit(2)
+        # a sweep goes on past a failed job; the callback lists every failure at the end
+        if not known:
+            log.exception("job %d failed", hydra_cfg.job.num)
+        line = " ".join(f"{cause}" if known else f"{type(cause).__name__}: {cause}".split())
+        log.error("error: %s", line)
+        record_failure(line)
+        return math.nan
+    return float(summary["final"][cfg.objective]) if summary else None
 
 
-def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
+def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
     check_config(cfg)
     choices = {g: choices[g] for g in GROUPS}
-    digest = config_hash(semantic_config(cfg))
+    semantic = semantic_config(cfg)
+    digest = config_hash(semantic)
     run_dir = RunDir(Path(cfg.run_root) / cfg.experiment / run_name(choices, cfg.seed, digest))
-    if run_dir.is_finished():
-        log.info("already finished, nothing to do: %s", run_dir.path)
-        return None
+    run_dir.check_config(semantic, semantic_config)  # the same config, or an error naming keys
 
     ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
     device = pick_device(cfg.device, ranks)
+    if cfg.diagnostics.directions_every and ranks.world_size > 1:
+        raise ConfigError(
+            "diagnostics.directions_every needs a single process: under DDP the probe would "
+            "measure rank-local gradients, not the optimizer's averaged plane"
+        )
+    if ranks.is_main:  # a damaged file stops the run, unless resume= says what to do with it
+        for line in run_dir.repair(cfg.resume):
+            log.warning("resume=%s: set aside %s", cfg.resume, line)
+    barrier()
+    if run_dir.is_finished():
+        log.info("already finished, nothing to do: %s", run_dir.path)
+        return run_dir.read_summary()
     set_determinism(cfg.deterministic)
     torch.manual_seed(cfg.seed)  # model initialisation
     splits = instantiate(cfg.dataset.splits)
@@ -120,6 +148,8 @@ def semantic_config(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
+    if semantic.get("train", {}).get("limit_batches") is None:  # full epochs: the hash of
+        semantic.pop("train", None)  # the runs made before the setting existed
     return semantic
 
 
@@ -213,7 +243,7 @@ def build_loss(cfg: DictConfig):
 def resume(run_dir: RunDir, model, opt, schedule, writer: bool) -> dict:
     """Load the last checkpoint if there is one; drop metrics of epochs it does not cover."""
     fresh = {"epoch": 0, "wall_time_s": 0.0, "eval_forward_passes": 0}
-    ckpt = checkpoint.load(run_dir.checkpoint) if run_dir.checkpoint.exists() else fresh
+    ckpt = run_dir.load_checkpoint() if run_dir.checkpoint.exists() else fresh
     if ckpt is not fresh:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -333,6 +363,8 @@ class Loop:
             steps=max(self.opt.steps, 1),
             rho_max=self.opt.rho_max,
             alpha=float(self.opt.alpha),
+            adaptive=self.opt.adaptive,  # ASAM runs: the plane of the adaptive ascent
+            eta=self.opt.eta,
         )
         self.write_step_record({"step": self.opt.step_count} | record)
 
