@@ -8,6 +8,9 @@ Re-running a command resumes its unfinished run from the last checkpoint and doe
 for a finished one. See README.md for the run directory and the W&B settings.
 """
 
+from __future__ import annotations  # annotations name torch types before torch is imported
+
+import itertools
 import json
 import logging
 import math
@@ -16,27 +19,40 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from xsam import checkpoint, engine
 from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config
-from xsam.data.device_cifar import device_cifar_loaders
-from xsam.data.loader import build_loader
-from xsam.diagnostics import evaluate_sharpness, fixed_batches
-from xsam.diagnostics.batches import batch_loss
-from xsam.diagnostics.landscape import direction_diagnostics
-from xsam.distributed import DistEnv, any_rank, init_distributed
-from xsam.models.param_groups import weight_decay_groups
-from xsam.preemption import Preemption
-from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
-from xsam.wandb_logger import WandbLogger
+
+
+def import_training_stack() -> None:
+    """torch, the data stack and the rest of xsam, imported when a run starts rather than at
+    the top, so that ``--help``, tab completion and a rejected setting answer in a second."""
+    global torch, DDP, checkpoint, engine, device_cifar_loaders, build_loader
+    global evaluate_sharpness, fixed_batches, batch_loss, direction_diagnostics
+    global DistEnv, any_rank, init_distributed, weight_decay_groups, Preemption
+    global DamagedRunDir, RunDir, config_hash, new_meta, run_name, WandbLogger, USER_ERRORS
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from xsam import checkpoint, engine
+    from xsam.data.device_cifar import device_cifar_loaders
+    from xsam.data.loader import build_loader
+    from xsam.diagnostics import evaluate_sharpness, fixed_batches
+    from xsam.diagnostics.batches import batch_loss
+    from xsam.diagnostics.landscape import direction_diagnostics
+    from xsam.distributed import DistEnv, any_rank, init_distributed
+    from xsam.models.param_groups import weight_decay_groups
+    from xsam.preemption import Preemption
+    from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
+    from xsam.wandb_logger import WandbLogger
+
+    USER_ERRORS = (ConfigError, DamagedRunDir, FileNotFoundError, engine.NonFiniteLoss)
+
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
@@ -46,7 +62,7 @@ NOT_IN_HASH = (
     *("resume", "objective"),
 )
 GROUPS = ("dataset", "model", "optimizer", "schedule")
-USER_ERRORS = (ConfigError, DamagedRunDir, FileNotFoundError, engine.NonFiniteLoss)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)  # and more once the stack is imported
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
@@ -54,6 +70,7 @@ def main(cfg: DictConfig) -> float | None:
     """One run; returns its objective (a final-epoch metric) for Hydra's sweepers."""
     hydra_cfg = HydraConfig.get()
     try:
+        import_training_stack()
         summary = run(cfg, hydra_cfg.runtime.choices)
     except Exception as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
@@ -99,6 +116,9 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
     torch.manual_seed(cfg.seed)  # model initialisation
     splits = instantiate(cfg.dataset.splits)
     train_loader, test_loader = build_loaders(cfg, splits, device, ranks)
+    if cfg.train.limit_batches:  # a smoke run: the first N batches of each epoch
+        train_loader = Limited(train_loader, cfg.train.limit_batches)
+        test_loader = Limited(test_loader, cfg.train.limit_batches)
     model, net = build_model(cfg, device, ranks)
     opt = build_optimizer(cfg, model, steps_per_epoch=len(train_loader))
     schedule = instantiate(cfg.schedule)(opt)
@@ -206,6 +226,23 @@ def build_loaders(cfg: DictConfig, splits, device: torch.device, ranks: DistEnv)
     )
     train_loader = build_loader(splits.train, train=True, **common)
     return train_loader, build_loader(splits.test, train=False, **common)
+
+
+class Limited:
+    """The first ``n`` batches of a loader (``train.limit_batches``); its other attributes
+    (``sampler``, ``batch_size``) are the loader's."""
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.n)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), len(self))
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
 
 
 def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
@@ -532,3 +569,5 @@ class ProgressBar:
 
 if __name__ == "__main__":
     main()
+else:  # imported (tests, notebooks): the whole module at once
+    import_training_stack()
