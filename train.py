@@ -83,7 +83,7 @@ def main(cfg: DictConfig) -> float | None:
         # a sweep goes on past a failed job; the callback lists every failure at the end
         if not known:
             log.exception("job %d failed", hydra_cfg.job.num)
-        line = " ".join(f"{cause}" if known else f"{type(cause).__name__}: {cause}".split())
+        line = " ".join((f"{cause}" if known else f"{type(cause).__name__}: {cause}").split())
         log.error("error: %s", line)
         record_failure(line)
         return math.nan

@@ -181,6 +181,7 @@ def test_damaged_file_stops_with_one_line_and_is_left_as_it_is(run_root, case):
     assert_only_hydras_log_was_added(run_root, before)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["checkpoint.pt truncated", "metrics.jsonl half-written line"])
 def test_resume_from_last_good_keeps_the_damaged_file_aside_and_goes_on(run_root, case):
     name, damage, _ = DAMAGE[case]
@@ -198,6 +199,7 @@ def test_resume_from_last_good_keeps_the_damaged_file_aside_and_goes_on(run_root
         assert (run_dir / "metrics.jsonl").read_text() == good_metrics
 
 
+@pytest.mark.slow
 def test_resume_restart_sets_every_run_file_aside(run_root):
     run_dir = run_dir_of(run_root)
     truncate(run_dir / "meta.json", 0.5)
