@@ -86,3 +86,24 @@ def test_aggregate_with_a_truncated_summary_is_one_line_naming_it(tmp_path):
     result = cli("scripts/aggregate.py", "demo", "--runs-dir", str(runs), "--out", str(tmp_path))
     assert result.returncode == 2
     assert str(summary) in one_error_line(result)
+
+
+@pytest.mark.slow
+def test_optuna_sweeper_maximises_the_runs_objective(tmp_path):
+    """Hydra's Optuna sweeper, 2 trials of 1 epoch: train.py returns objective (test/acc)."""
+    import yaml
+
+    search = [
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.direction=maximize",
+    ]
+    result = cli("train.py", "-m", *search, "lr=interval(0.01,0.1)", f"run_root={tmp_path}", *SMOKE)
+    assert result.returncode == 0, result.stderr
+    runs = finished_runs(tmp_path)
+    assert len(runs) == 2
+    (found,) = tmp_path.glob("_hydra/*/*/optimization_results.yaml")
+    best = yaml.safe_load(found.read_text())
+    assert best["best_value"] == max(r["final"]["test/acc"] for r in runs)
+    winners = [r["final"]["lr"] for r in runs if r["final"]["test/acc"] == best["best_value"]]
+    assert best["best_params"]["lr"] in winners  # (the first of tied trials)
