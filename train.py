@@ -150,7 +150,6 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
         if cfg.diagnostics.sharpness_at_end and ranks.is_main:
             state["sharpness"] = measure_sharpness(cfg, model, splits, run_dir, logger)
         summary = finish(cfg, run_dir, opt, state, choices) if ranks.is_main else None
-        logger.summary({"summary/" + k: v for k, v in summary["final"].items()} if summary else {})
     except BaseException:
         logger.finish(exit_code=1)
         raise
@@ -382,10 +381,14 @@ class Loop:
         record |= {f"diag/{k}": float(v) for k, v in diag.items() if v.ndim == 0}
         if "loss_k" in diag:
             record["diag/loss_increase"] = float(diag["loss_k"] - diag["loss_0"])
-        if searched:  # the loss-versus-alpha curve, one key per grid point
-            curve = zip(diag["search_alphas"].tolist(), diag["search_losses"].tolist(), strict=True)
+        curve = []
+        if searched:  # the loss-versus-alpha curve: one key per grid point in the file
+            alphas, losses = diag["search_alphas"].tolist(), diag["search_losses"].tolist()
+            curve = [list(point) for point in zip(alphas, losses, strict=True)]
             record |= {f"diag/search_loss/{alpha:.3g}": loss for alpha, loss in curve}
-        self.write_step_record(record)
+        self.write_step_record(record, wandb_skip="diag/search_loss/")
+        if curve and self.ranks.is_main:  # ... and one wandb.Table per search in W&B
+            self.logger.log_table("diag/search_curve", ["alpha", "loss"], curve, record["step"])
 
     def probe_directions(self, inputs, targets) -> None:
         """Angle from each candidate direction to the true maximum on the rho_max circle."""
@@ -405,10 +408,13 @@ class Loop:
         )
         self.write_step_record({"step": self.opt.step_count} | record)
 
-    def write_step_record(self, record: dict) -> None:
+    def write_step_record(self, record: dict, wandb_skip: str | None = None) -> None:
         if self.ranks.is_main:
             self.run_dir.append_jsonl("diagnostics.jsonl", record)
-            self.logger.log(record, step=record["step"])
+            shown = {
+                k: v for k, v in record.items() if not (wandb_skip and k.startswith(wandb_skip))
+            }
+            self.logger.log(shown, step=record["step"])
 
     def finish_epoch(self, epoch, stats, test_loader, lr, state, started) -> None:
         evaluated = time.perf_counter()

@@ -7,6 +7,7 @@ Layout (see docs/INTERFACES.md): ``config.yaml``, ``meta.json``, ``metrics.jsonl
 import hashlib
 import json
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -242,7 +243,7 @@ def new_meta(choices: dict[str, str], digest: str, repo: Path) -> dict[str, Any]
         "choices": choices,
         "git": git_state(repo),
         "config_hash": digest,
-        "run_id": digest,
+        "run_id": f"{digest}-{secrets.token_hex(4)}",  # one per run directory (W&B's id)
         "host": socket.gethostname(),
         "torch": torch.__version__,
         "started": time.strftime("%FT%T"),
