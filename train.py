@@ -260,7 +260,7 @@ def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: int):
     every = cfg.optimizer.search_every
-    params = model.parameters()
+    params = model.named_parameters()  # (names: ASAM's adaptive_scope=weight reads them)
     if cfg.no_decay_norm_bias:  # ViT recipes: no weight decay on norm weights and biases
         params = weight_decay_groups(model, weight_decay=cfg.optimizer.base.weight_decay)
     search_every = steps_per_epoch if every == "epoch" else every
@@ -405,6 +405,7 @@ class Loop:
             alpha=float(self.opt.alpha),
             adaptive=self.opt.adaptive,  # ASAM runs: the plane of the adaptive ascent
             eta=self.opt.eta,
+            unscaled=self.opt.unscaled,
         )
         self.write_step_record({"step": self.opt.step_count} | record)
 

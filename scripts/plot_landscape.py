@@ -67,10 +67,14 @@ def geometry(cfg: DictConfig, args: argparse.Namespace) -> tuple[float, int, flo
     return float(rho), int(steps), float(rho_max)
 
 
-def ascent(cfg: DictConfig) -> dict:
-    """The run's ascent: ASAM's (adaptive, eta) for asam / xsam_asam runs, else Euclidean."""
+def ascent(cfg: DictConfig, model: nn.Module) -> dict:
+    """The run's ascent: ASAM's (adaptive, eta, scope) for asam / xsam_asam runs, else
+    Euclidean."""
     opt = OmegaConf.select(cfg, "optimizer", default=None) or {}
-    return {"adaptive": bool(opt.get("adaptive", False)), "eta": float(opt.get("eta", 0.01))}
+    weight_only = opt.get("adaptive_scope", "all") == "weight"
+    unscaled = [p for n, p in model.named_parameters() if weight_only and "weight" not in n]
+    adaptive, eta = bool(opt.get("adaptive", False)), float(opt.get("eta", 0.01))
+    return {"adaptive": adaptive, "eta": eta, "unscaled": unscaled}
 
 
 def main(argv: list[str] | None = None) -> Landscape:
@@ -84,7 +88,7 @@ def main(argv: list[str] | None = None) -> Landscape:
     )
     loss_fn = batch_loss(model.to(device), nn.CrossEntropyLoss(), batch, bn=args.bn)
     params = [p for p in model.parameters() if p.requires_grad]
-    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, **ascent(cfg))
+    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, **ascent(cfg, model))
     alpha = choose_alpha(cfg, args, loss_fn, params, plane, rho_max)
     span = args.extent * rho_max * np.linspace(-1.0, 1.0, args.grid)
     land = landscape(

@@ -382,23 +382,27 @@ def test_angle_figure_title_says_what_it_shows(tmp_path):
     assert "true maximum" in plot_angles(probed, tmp_path / "a.png").axes[0].get_title()
 
 
+@pytest.mark.parametrize("scope", ["all", "weight"])
 @pytest.mark.parametrize("steps", [1, 3])
-def test_plane_matches_the_optimizer_with_the_asam_ascent(net, steps):
+def test_plane_matches_the_optimizer_with_the_asam_ascent(net, steps, scope):
     """asam / xsam_asam runs: the probe measures the optimizer's adaptive plane."""
     optim = pytest.importorskip("xsam.optim")
     model, batch = net
     (x, y), params = batch[0], list(model.parameters())
     closure_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
-    plane = xsam_plane(closure_fn, params, rho=0.5, steps=steps, adaptive=True, eta=0.01)
-    euclidean = xsam_plane(closure_fn, params, rho=0.5, steps=steps)
     opt = optim.XSAM(
-        params,
+        model.named_parameters(),
         base=lambda p: torch.optim.SGD(p, lr=0.0),
         rho=0.5,
         steps=steps,
         adaptive=True,
         eta=0.01,
+        adaptive_scope=scope,
     )
+    ascent = dict(adaptive=True, eta=0.01, unscaled=opt.unscaled)
+    assert bool(opt.unscaled) == (scope == "weight")  # the biases
+    plane = xsam_plane(closure_fn, params, rho=0.5, steps=steps, **ascent)
+    euclidean = xsam_plane(closure_fn, params, rho=0.5, steps=steps)
     opt.step(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
     d = opt.diagnostics
     assert d["angle"].item() == pytest.approx(plane.t, abs=1e-5)

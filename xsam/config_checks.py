@@ -120,7 +120,7 @@ def check_optimizer_builds(cfg: DictConfig) -> None:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    dummy = [torch.nn.Parameter(torch.zeros(1))]
+    dummy = [("weight", torch.nn.Parameter(torch.zeros(1)))]
     every = cfg.optimizer.get("search_every")
     try:
         opt = instantiate(cfg.optimizer, search_every=1 if every == "epoch" else every)(dummy)

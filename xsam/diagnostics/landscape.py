@@ -25,7 +25,7 @@ d(alpha) sits at angle alpha * t from e0. Every function puts the weights back b
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +68,7 @@ def xsam_plane(
     steps: int = 1,
     adaptive: bool = False,
     eta: float = 0.01,
+    unscaled: Collection[Tensor] = (),
     eps: float = 1e-12,
 ) -> Plane:
     """v0, v1 and t as in steps 1-3 of the algorithm: k ascent steps, then g_k."""
@@ -81,7 +82,7 @@ def xsam_plane(
         for i in range(steps):
             if i > 0:
                 _, g = _grad(loss_fn, params)
-            _ascent_step(params, g, rho / steps, adaptive=adaptive, eta=eta, eps=eps)
+            _ascent_step(params, g, rho / steps, adaptive, eta, unscaled, eps)
         loss_k, g_k = _grad(loss_fn, params)
         ascent = torch._foreach_sub([p.detach() for p in params], theta0)
     finally:
@@ -106,10 +107,12 @@ def xsam_plane(
 
 
 @torch.no_grad()
-def _ascent_step(params, g, size: float, *, adaptive: bool, eta: float, eps: float) -> None:
-    """theta += size * g / (||g|| + eps); ASAM: theta += size * T^2 g / (||T g|| + eps)."""
+def _ascent_step(params, g, size: float, adaptive: bool, eta: float, unscaled, eps: float) -> None:
+    """theta += size * g / (||g|| + eps); ASAM: theta += size * T^2 g / (||T g|| + eps), with
+    T = |theta_i| + eta, or 1 on the ``unscaled`` tensors (adaptive_scope="weight")."""
     if adaptive:
-        t_op = [p.detach().abs() + eta for p in params]  # T = |theta_i| + eta
+        skip = {id(p) for p in unscaled}
+        t_op = [torch.ones_like(p) if id(p) in skip else p.detach().abs() + eta for p in params]
         t_g = [t * gi for t, gi in zip(t_op, g, strict=True)]
         g, norm = [t * tg for t, tg in zip(t_op, t_g, strict=True)], vec.norm(t_g).item()
     else:
@@ -355,13 +358,15 @@ def direction_diagnostics(
     alpha: float,
     adaptive: bool = False,
     eta: float = 0.01,
+    unscaled: Collection[Tensor] = (),
     n_angles: int = 360,
     eps: float = 1e-12,
 ) -> dict[str, float]:
     """Per-step record for ``diagnostics.jsonl`` / W&B: how far each candidate direction is
     from the true maximum on the circle. Costs steps + 1 gradients and n_angles + 4 forward
     passes; call it every N steps, on the batch about to be trained on."""
-    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, adaptive=adaptive, eta=eta, eps=eps)
+    ascent = dict(adaptive=adaptive, eta=eta, unscaled=unscaled)
+    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, eps=eps, **ascent)
     circ = circle_max(
         loss_fn, params, plane, plane_axes(plane), alpha=alpha, rho_max=rho_max, n_angles=n_angles
     )
