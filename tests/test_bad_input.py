@@ -221,3 +221,20 @@ def test_config_mismatch_with_the_run_directory_names_the_keys(run_root):
     result = train_cli(f"run_root={run_root}", *SMOKE)
     assert_rejected(result, str(config), "optimizer.rho")
     assert_only_hydras_log_was_added(run_root, before)
+
+
+@pytest.mark.parametrize("case", ["checkpoint.pt truncated", "checkpoint.pt of an older xsam"])
+def test_eval_checkpoint_on_a_damaged_checkpoint_is_one_line(run_root, case):
+    name, damage, problem = DAMAGE[case]
+    run_dir = run_dir_of(run_root)
+    damage(run_dir / name)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "eval_checkpoint.py"), str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(run_dir / name) in lines[0] and problem in lines[0], lines
