@@ -64,3 +64,12 @@ def test_wandb_run_is_one_per_run_directory_and_reads_back(two_roots):
     assert len(tables) == len(searches) == 2  # one table per search (one per epoch here)
     assert all(row["diag/search_curve.nrows"] == 21 for row in tables)
     assert not [k for row in rows for k in row if k.startswith("diag/search_loss/")]
+
+
+def test_resumed_run_keeps_its_wandb_run_id(two_roots, monkeypatch):
+    run_dir = two_roots[0]
+    run_id = json.loads((run_dir / "meta.json").read_text())["run_id"]
+    (run_dir / "summary.json").unlink()  # unfinished again: the rerun resumes it
+    train.run(*compose_run([f"run_root={run_dir.parents[1]}", *SMOKE]))
+    assert json.loads((run_dir / "meta.json").read_text())["run_id"] == run_id
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2
