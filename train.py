@@ -8,6 +8,9 @@ Re-running a command resumes its unfinished run from the last checkpoint and doe
 for a finished one. See README.md for the run directory and the W&B settings.
 """
 
+from __future__ import annotations  # annotations name torch types before torch is imported
+
+import itertools
 import json
 import logging
 import math
@@ -16,62 +19,107 @@ import time
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from xsam import checkpoint, engine
+from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config
-from xsam.data.device_cifar import device_cifar_loaders
-from xsam.data.loader import build_loader
-from xsam.diagnostics import evaluate_sharpness, fixed_batches
-from xsam.diagnostics.batches import batch_loss
-from xsam.diagnostics.landscape import direction_diagnostics
-from xsam.diagnostics.sphere import sphere_diagnostics
-from xsam.distributed import DistEnv, any_rank, init_distributed
-from xsam.models.param_groups import weight_decay_groups
-from xsam.preemption import Preemption
-from xsam.rundir import RunDir, config_hash, new_meta, run_name
-from xsam.wandb_logger import WandbLogger
+
+
+def import_training_stack() -> None:
+    """torch, the data stack and the rest of xsam, imported when a run starts rather than at
+    the top, so that ``--help``, tab completion and a rejected setting answer in a second."""
+    global torch, DDP, checkpoint, engine, device_cifar_loaders, build_loader
+    global evaluate_sharpness, fixed_batches, batch_loss, direction_diagnostics, sphere_diagnostics
+    global DistEnv, any_rank, init_distributed, weight_decay_groups, Preemption
+    global DamagedRunDir, RunDir, config_hash, new_meta, run_name, WandbLogger, USER_ERRORS
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from xsam import checkpoint, engine
+    from xsam.data.device_cifar import device_cifar_loaders
+    from xsam.data.loader import build_loader
+    from xsam.diagnostics import evaluate_sharpness, fixed_batches
+    from xsam.diagnostics.batches import batch_loss
+    from xsam.diagnostics.landscape import direction_diagnostics
+    from xsam.diagnostics.sphere import sphere_diagnostics
+    from xsam.distributed import DistEnv, any_rank, init_distributed
+    from xsam.models.param_groups import weight_decay_groups
+    from xsam.preemption import Preemption
+    from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
+    from xsam.wandb_logger import WandbLogger
+
+    USER_ERRORS = (ConfigError, DamagedRunDir, FileNotFoundError, engine.NonFiniteLoss)
+
 
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
 # settings that change where or how a run is shown, not what it computes
-NOT_IN_HASH = ("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device")
+NOT_IN_HASH = (
+    *("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device"),
+    *("resume", "objective"),
+)
 GROUPS = ("dataset", "model", "optimizer", "schedule")
-USER_ERRORS = (ConfigError, FileNotFoundError, engine.NonFiniteLoss)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)  # and more once the stack is imported
 
 
 @hydra.main(config_path="configs", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict | None:
+def main(cfg: DictConfig) -> float | None:
+    """One run; returns its objective (a final-epoch metric) for Hydra's sweepers."""
+    hydra_cfg = HydraConfig.get()
     try:
-        return run(cfg, HydraConfig.get().runtime.choices)
+        import_training_stack()
+        summary = run(cfg, hydra_cfg.runtime.choices)
     except Exception as err:
         cause = err.__cause__ if isinstance(err, InstantiationException) else err
-        if not isinstance(cause, USER_ERRORS):
-            raise
-        print(f"error: {cause}", file=sys.stderr)  # one line, no traceback
-        sys.exit(2)
+        known = isinstance(cause, USER_ERRORS)
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            if not known:
+                raise
+            print(f"error: {cause}", file=sys.stderr)  # one line, no traceback
+            sys.exit(2)
+        # a sweep goes on past a failed job; the callback lists every failure at the end
+        if not known:
+            log.exception("job %d failed", hydra_cfg.job.num)
+        line = " ".join((f"{cause}" if known else f"{type(cause).__name__}: {cause}").split())
+        log.error("error: %s", line)
+        record_failure(line)
+        return math.nan
+    return float(summary["final"][cfg.objective]) if summary else None
 
 
-def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
+def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
     check_config(cfg)
     choices = {g: choices[g] for g in GROUPS}
-    digest = config_hash(semantic_config(cfg))
+    semantic = semantic_config(cfg)
+    digest = config_hash(semantic)
     run_dir = RunDir(Path(cfg.run_root) / cfg.experiment / run_name(choices, cfg.seed, digest))
-    if run_dir.is_finished():
-        log.info("already finished, nothing to do: %s", run_dir.path)
-        return None
+    run_dir.check_config(semantic, semantic_config)  # the same config, or an error naming keys
 
     ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
     device = pick_device(cfg.device, ranks)
+    if cfg.diagnostics.directions_every and ranks.world_size > 1:
+        raise ConfigError(
+            "diagnostics.directions_every needs a single process: under DDP the probe would "
+            "measure rank-local gradients, not the optimizer's averaged plane"
+        )
+    if ranks.is_main:  # a damaged file stops the run, unless resume= says what to do with it
+        for line in run_dir.repair(cfg.resume):
+            log.warning("resume=%s: set aside %s", cfg.resume, line)
+    barrier()
+    if run_dir.is_finished():
+        log.info("already finished, nothing to do: %s", run_dir.path)
+        return run_dir.read_summary()
     set_determinism(cfg.deterministic)
     torch.manual_seed(cfg.seed)  # model initialisation
     splits = instantiate(cfg.dataset.splits)
     train_loader, test_loader = build_loaders(cfg, splits, device, ranks)
+    if cfg.train.limit_batches:  # a smoke run: the first N batches of each epoch
+        train_loader = Limited(train_loader, cfg.train.limit_batches)
+        test_loader = Limited(test_loader, cfg.train.limit_batches)
     model, net = build_model(cfg, device, ranks)
     opt = build_optimizer(cfg, model, steps_per_epoch=len(train_loader))
     schedule = instantiate(cfg.schedule)(opt)
@@ -103,7 +151,6 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict | None:
         if cfg.diagnostics.sharpness_at_end and ranks.is_main:
             state["sharpness"] = measure_sharpness(cfg, model, splits, run_dir, logger)
         summary = finish(cfg, run_dir, opt, state, choices) if ranks.is_main else None
-        logger.summary({"summary/" + k: v for k, v in summary["final"].items()} if summary else {})
     except BaseException:
         logger.finish(exit_code=1)
         raise
@@ -121,6 +168,8 @@ def semantic_config(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
+    if semantic.get("train", {}).get("limit_batches") is None:  # full epochs: the hash of
+        semantic.pop("train", None)  # the runs made before the setting existed
     return semantic
 
 
@@ -180,6 +229,23 @@ def build_loaders(cfg: DictConfig, splits, device: torch.device, ranks: DistEnv)
     return train_loader, build_loader(splits.test, train=False, **common)
 
 
+class Limited:
+    """The first ``n`` batches of a loader (``train.limit_batches``); its other attributes
+    (``sampler``, ``batch_size``) are the loader's."""
+
+    def __init__(self, loader, n: int) -> None:
+        self.loader, self.n = loader, n
+
+    def __len__(self) -> int:
+        return min(len(self.loader), self.n)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.loader), len(self))
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
+
+
 def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
     """The model (whose state is saved) and the module that runs it (DDP, compiled)."""
     model = instantiate(cfg.model)
@@ -196,7 +262,7 @@ def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: int):
     every = cfg.optimizer.search_every
-    params = model.parameters()
+    params = model.named_parameters()  # (names: ASAM's adaptive_scope=weight reads them)
     if cfg.no_decay_norm_bias:  # ViT recipes: no weight decay on norm weights and biases
         params = weight_decay_groups(model, weight_decay=cfg.optimizer.base.weight_decay)
     search_every = steps_per_epoch if every == "epoch" else every
@@ -215,7 +281,7 @@ def build_loss(cfg: DictConfig):
 def resume(run_dir: RunDir, model, opt, schedule, writer: bool) -> dict:
     """Load the last checkpoint if there is one; drop metrics of epochs it does not cover."""
     fresh = {"epoch": 0, "wall_time_s": 0.0, "eval_forward_passes": 0}
-    ckpt = checkpoint.load(run_dir.checkpoint) if run_dir.checkpoint.exists() else fresh
+    ckpt = run_dir.load_checkpoint() if run_dir.checkpoint.exists() else fresh
     if ckpt is not fresh:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -318,10 +384,14 @@ class Loop:
         record |= {f"diag/{k}": float(v) for k, v in diag.items() if v.ndim == 0}
         if "loss_k" in diag:
             record["diag/loss_increase"] = float(diag["loss_k"] - diag["loss_0"])
-        if searched:  # the loss-versus-alpha curve, one key per grid point
-            curve = zip(diag["search_alphas"].tolist(), diag["search_losses"].tolist(), strict=True)
+        curve = []
+        if searched:  # the loss-versus-alpha curve: one key per grid point in the file
+            alphas, losses = diag["search_alphas"].tolist(), diag["search_losses"].tolist()
+            curve = [list(point) for point in zip(alphas, losses, strict=True)]
             record |= {f"diag/search_loss/{alpha:.3g}": loss for alpha, loss in curve}
-        self.write_step_record(record)
+        self.write_step_record(record, wandb_skip="diag/search_loss/")
+        if curve and self.ranks.is_main:  # ... and one wandb.Table per search in W&B
+            self.logger.log_table("diag/search_curve", ["alpha", "loss"], curve, record["step"])
 
     def probe_directions(self, inputs, targets) -> None:
         """Angle from each candidate direction to the true maximum on the rho_max circle
@@ -335,17 +405,24 @@ class Loop:
         geometry = dict(
             rho=self.opt.rho or 0.05, rho_max=self.opt.rho_max, alpha=float(self.opt.alpha)
         )
+        # ASAM runs: the plane of the adaptive ascent
+        adaptive = dict(adaptive=self.opt.adaptive, eta=self.opt.eta, unscaled=self.opt.unscaled)
         record = {"step": step}
         if due[0]:
-            record |= direction_diagnostics(loss, params, steps=max(self.opt.steps, 1), **geometry)
+            record |= direction_diagnostics(
+                loss, params, steps=max(self.opt.steps, 1), **geometry, **adaptive
+            )
         if due[1]:
             record |= sphere_diagnostics(loss, params, **geometry)
         self.write_step_record(record)
 
-    def write_step_record(self, record: dict) -> None:
+    def write_step_record(self, record: dict, wandb_skip: str | None = None) -> None:
         if self.ranks.is_main:
             self.run_dir.append_jsonl("diagnostics.jsonl", record)
-            self.logger.log(record, step=record["step"])
+            shown = {
+                k: v for k, v in record.items() if not (wandb_skip and k.startswith(wandb_skip))
+            }
+            self.logger.log(shown, step=record["step"])
 
     def finish_epoch(self, epoch, stats, test_loader, lr, state, started) -> None:
         evaluated = time.perf_counter()
@@ -506,3 +583,5 @@ class ProgressBar:
 
 if __name__ == "__main__":
     main()
+else:  # imported (tests, notebooks): the whole module at once
+    import_training_stack()

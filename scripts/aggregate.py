@@ -16,7 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from xsam.experiments import Experiment, load_experiment
+from xsam.experiments import Experiment, ExperimentError, load_experiment
+from xsam.rundir import DamagedRunDir, RunDir
 from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.documents import write_outputs
 from xsam.tables.render import Provenance
@@ -55,9 +56,20 @@ def command_line(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def check_run_files(root: Path) -> None:
+    """Every meta.json and summary.json under ``root`` must be readable (one line if not)."""
+    for path in sorted([*root.glob("*/meta.json"), *root.glob("*/summary.json")]):
+        RunDir(path.parent).read_json(path.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    exp = load_experiment(args.table).variant(args.smoke)
+    try:
+        exp = load_experiment(args.table).variant(args.smoke)
+        check_run_files(Path(args.runs_dir) / exp.group)
+    except (ExperimentError, DamagedRunDir) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     records, sources = collect(exp.group, Path(args.runs_dir), args.wandb)
     table = build_table(
         exp, records, allow_mixed=args.allow_mixed_commits, protocol=protocol_of(exp)

@@ -39,8 +39,14 @@ def load_run(run_dir: Path) -> tuple[DictConfig, nn.Module, DataSplits]:
 
 
 def _model_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        sys.exit(f"error: {path}: no checkpoint (has the run finished an epoch?)")
+    try:
+        saved = checkpoint.load(path)
+    except checkpoint.CheckpointError as err:  # one line, no traceback
+        sys.exit(f"error: {err}")
     state = {}
-    for key, value in checkpoint.load(path)["model"].items():
+    for key, value in saved["model"].items():
         # torch.compile and DDP wrap the module: strip their prefixes from the keys
         while key.startswith(("_orig_mod.", "module.")):
             key = key.removeprefix("_orig_mod.").removeprefix("module.")

@@ -4,11 +4,11 @@
     python scripts/plot_landscape.py RUN_DIR --rho 0.15 --steps 3 --rho-max 0.3 --grid 61 --wandb
 
 Takes one training batch, computes v0, v1 and t as the optimizer does (k ascent steps of total
-length rho, then g_k), evaluates the loss on a grid of the plane, sweeps the circle of radius
-rho_max for the true maximum and marks g_0, v0, g_k, d(alpha) and that maximum. rho, k and
-rho_max default to the run's own optimizer settings; alpha to the run's fixed alpha, or, for a
-dynamic run, the grid search of the optimizer on this batch. Writes
-RUN_DIR/figures/landscape.png and landscape.npz (the numbers behind it).
+length rho, ASAM's adaptive ones for an adaptive run, then g_k), evaluates the loss on a grid
+of the plane, sweeps the circle of radius rho_max for the true maximum and marks g_0, v0, g_k,
+d(alpha) and that maximum. rho, k and rho_max default to the run's own optimizer settings;
+alpha to the run's fixed alpha, or, for a dynamic run, the grid search of the optimizer on this
+batch. Writes RUN_DIR/figures/landscape.png and landscape.npz (the numbers behind it).
 """
 
 import argparse
@@ -67,6 +67,16 @@ def geometry(cfg: DictConfig, args: argparse.Namespace) -> tuple[float, int, flo
     return float(rho), int(steps), float(rho_max)
 
 
+def ascent(cfg: DictConfig, model: nn.Module) -> dict:
+    """The run's ascent: ASAM's (adaptive, eta, scope) for asam / xsam_asam runs, else
+    Euclidean."""
+    opt = OmegaConf.select(cfg, "optimizer", default=None) or {}
+    weight_only = opt.get("adaptive_scope", "all") == "weight"
+    unscaled = [p for n, p in model.named_parameters() if weight_only and "weight" not in n]
+    adaptive, eta = bool(opt.get("adaptive", False)), float(opt.get("eta", 0.01))
+    return {"adaptive": adaptive, "eta": eta, "unscaled": unscaled}
+
+
 def main(argv: list[str] | None = None) -> Landscape:
     args = parse_args(argv)
     cfg, model, splits = load_run(args.run_dir)
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> Landscape:
     )
     loss_fn = batch_loss(model.to(device), nn.CrossEntropyLoss(), batch, bn=args.bn)
     params = [p for p in model.parameters() if p.requires_grad]
-    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps)
+    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, **ascent(cfg, model))
     alpha = choose_alpha(cfg, args, loss_fn, params, plane, rho_max)
     span = args.extent * rho_max * np.linspace(-1.0, 1.0, args.grid)
     land = landscape(

@@ -3,7 +3,7 @@
     python scripts/sweep.py table1 --dry-run            # print the commands
     python scripts/sweep.py table1                      # run them here, one after the other
     python scripts/sweep.py table1 --launcher slurm -- hydra.launcher.partition=gpu
-    python scripts/sweep.py table1 --smoke              # 1 epoch, tiny data, group table1_smoke
+    python scripts/sweep.py table1 --smoke              # the smoke variant, group table1_smoke
 
 One command per grid of the definition (experiments/<table>.yaml); values are comma-separated,
 so Hydra expands their product. train.py skips runs that already finished, so relaunching a
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from xsam.experiments import load_experiment
+from xsam.experiments import ExperimentError, load_experiment
 
 REPO = Path(__file__).resolve().parents[1]  # train.py runs here, whatever the caller's cwd
 LAUNCHERS = {
@@ -49,16 +49,24 @@ def main(argv: list[str] | None = None) -> int:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1 :]
     args = parser.parse_args(argv)
-
-    for command in commands(args.table, args.smoke, args.launcher, extra):
+    try:
+        lines = commands(args.table, args.smoke, args.launcher, extra)
+    except ExperimentError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    failed = []
+    for command in lines:  # a failed grid does not stop the others; all are listed at the end
         printable = shlex.join(["python", *command[1:]])
         print(printable, flush=True)
         if not args.dry_run:
             done = subprocess.run(command, cwd=REPO)
             if done.returncode != 0:
-                print(f"failed ({done.returncode}): {printable}", file=sys.stderr)
-                return done.returncode
-    return 0
+                failed.append(f"failed ({done.returncode}): {printable}")
+    for line in failed:
+        print(line, file=sys.stderr)
+    if failed:
+        print(f"error: {len(failed)} of {len(lines)} sweeps failed", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

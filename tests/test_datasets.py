@@ -194,7 +194,9 @@ def test_tinyimagenet_needs_val_in_class_folders_and_script_is_idempotent(tiny):
 def test_tinyimagenet_splits_labels_shapes_and_normalization(tiny, image_size):
     root, written = tiny
     reorganize(root)
-    splits = tinyimagenet_splits(root=root, num_classes=3, image_size=image_size)
+    splits = tinyimagenet_splits(
+        root=root, num_classes=3, image_size=image_size, eval_center_crop=False
+    )
     assert (len(splits.train), len(splits.test), splits.num_classes) == (12, 6, 3)
     assert splits.train.classes == splits.test.classes == written.classes
     annotated = dict(
@@ -216,6 +218,23 @@ def test_tinyimagenet_splits_labels_shapes_and_normalization(tiny, image_size):
     draws = [splits.train[0][0] for _ in range(5)]
     assert draws[0].shape == (3, image_size, image_size)
     assert not all(torch.equal(draws[0], d) for d in draws[1:])  # resized crop, flip, erasing
+
+
+def test_tinyimagenet_evaluates_as_the_authors_by_default(tiny):
+    """Resize(36) + CenterCrop(32) and the authors' std (0.2541, 0.2456, 0.2604)."""
+    root, _ = tiny
+    reorganize(root)
+    splits = tinyimagenet_splits(root=root, num_classes=3)
+    assert TINY_STD == (0.2541, 0.2456, 0.2604)
+    x, _ = stack(splits.test, range(6))
+    expected = []
+    for path, _ in splits.test.samples:
+        image = Image.open(path).convert("RGB").resize((36, 36), Image.BILINEAR)
+        expected.append(np.asarray(image)[2:34, 2:34])  # the centre 32 x 32
+    # PIL's and torchvision's bilinear resizes differ by a few grey levels, not by a shift
+    torch.testing.assert_close(
+        x.double(), normalized(np.stack(expected), TINY_MEAN, TINY_STD), atol=0.1, rtol=0
+    )
 
 
 def test_tinyimagenet_partial_tree_is_one_line(tiny):

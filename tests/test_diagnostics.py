@@ -357,6 +357,60 @@ def test_training_figures_render(plot, runs, tmp_path):
     assert_png(tmp_path / f"{runs}.png")
 
 
+def drawn_value(line, x: float) -> float:
+    """The y a (step) line shows at x: the horizontal segment over x."""
+    from matplotlib.cbook import STEP_LOOKUP_MAP
+
+    xs, ys = STEP_LOOKUP_MAP[line.get_drawstyle()](*line.get_data())
+    (i,) = [i for i in range(len(xs) - 1) if xs[i] < x < xs[i + 1] and ys[i] == ys[i + 1]]
+    return float(ys[i])
+
+
+def test_alpha_figure_draws_each_epochs_alpha_over_that_epoch(tmp_path):
+    """metrics.jsonl: the line of epoch e has the step count at its end and the alpha its
+    steps used, so alpha 0.5 covers steps (0, 10] and 1.5 covers (10, 20]."""
+    epochs = [{"step": 10, "xsam/alpha": 0.5}, {"step": 20, "xsam/alpha": 1.5}]
+    (line,) = plot_alpha(epochs, tmp_path / "alpha.png").axes[0].lines
+    assert [drawn_value(line, x) for x in (5, 15)] == [0.5, 1.5]
+
+
+def test_angle_figure_title_says_what_it_shows(tmp_path):
+    only_t = [{"step": 10, "xsam/angle": 0.3}]
+    fig = plot_angles(only_t, tmp_path / "t.png")
+    assert fig.axes[0].get_title() == "t = angle(v0, v1)"
+    probed = [{"step": 10, "diag/t": 0.3, "diag/angle/xsam": 0.1}]
+    assert "true maximum" in plot_angles(probed, tmp_path / "a.png").axes[0].get_title()
+
+
+@pytest.mark.parametrize("scope", ["all", "weight"])
+@pytest.mark.parametrize("steps", [1, 3])
+def test_plane_matches_the_optimizer_with_the_asam_ascent(net, steps, scope):
+    """asam / xsam_asam runs: the probe measures the optimizer's adaptive plane."""
+    optim = pytest.importorskip("xsam.optim")
+    model, batch = net
+    (x, y), params = batch[0], list(model.parameters())
+    closure_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
+    opt = optim.XSAM(
+        model.named_parameters(),
+        base=lambda p: torch.optim.SGD(p, lr=0.0),
+        rho=0.5,
+        steps=steps,
+        adaptive=True,
+        eta=0.01,
+        adaptive_scope=scope,
+    )
+    ascent = dict(adaptive=True, eta=0.01, unscaled=opt.unscaled)
+    assert bool(opt.unscaled) == (scope == "weight")  # the biases
+    plane = xsam_plane(closure_fn, params, rho=0.5, steps=steps, **ascent)
+    euclidean = xsam_plane(closure_fn, params, rho=0.5, steps=steps)
+    opt.step(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
+    d = opt.diagnostics
+    assert d["angle"].item() == pytest.approx(plane.t, abs=1e-5)
+    assert d["loss_k"].item() == pytest.approx(plane.loss_k, rel=1e-5)
+    assert d["grad_norm_k"].item() == pytest.approx(plane.grad_norm_k, rel=1e-5)
+    assert abs(euclidean.t - plane.t) > 1e-3  # the Euclidean plane is another one
+
+
 # --- the scripts, end to end on a tiny run directory ---------------------------------------
 
 TINY_CONFIG = """\

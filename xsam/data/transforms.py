@@ -98,7 +98,15 @@ def tinyimagenet_train(
     )
 
 
-def evaluation(mean: Stats, std: Stats, *, image_size: int | None = None) -> v2.Compose:
-    """Normalize only (after resizing to ``image_size`` when given): no randomness."""
+def evaluation(
+    mean: Stats, std: Stats, *, image_size: int | None = None, center_crop: bool = False
+) -> v2.Compose:
+    """Normalize only (after resizing to ``image_size`` when given): no randomness.
+
+    ``center_crop``: Resize(image_size * 9 / 8) + CenterCrop(image_size) instead, the XSAM
+    authors' Tiny-ImageNet evaluation (Resize(36) + CenterCrop(32)).
+    """
     resize = [v2.Resize(image_size, antialias=True)] if image_size is not None else []
+    if image_size is not None and center_crop:
+        resize = [v2.Resize(image_size * 9 // 8, antialias=True), v2.CenterCrop(image_size)]
     return v2.Compose([v2.ToImage(), *resize, *_to_float(mean, std), v2.ToPureTensor()])

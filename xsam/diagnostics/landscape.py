@@ -1,16 +1,18 @@
 """The XSAM plane around the current weights: its directions, the loss on it, the true maximum.
 
-XSAM (arXiv:2410.24112) searches the update direction on the plane spanned by
+XSAM (Chen & Zhou, arXiv 2603.10048) searches the update direction on the plane spanned by
 
     v0 = (theta_k - theta0) / ||theta_k - theta0||      (= g_0 / ||g_0|| for k = 1)
     v1 = g_k / ||g_k||,                 t = arccos <v0, v1>
     d(alpha) = sin((1 - alpha) t) / sin t * v0 + sin(alpha t) / sin t * v1
 
-where theta_k is reached by k normalized ascent steps of length rho / k. This module
-recomputes that plane for one batch with plain torch, independently of ``xsam.optim`` (it is a
-check on the optimizer, not a second copy of it), evaluates the loss on a grid of the plane,
-sweeps the circle of radius rho_max for the numerical maximum, and measures the angle between
-that maximum and each candidate direction:
+where theta_k is reached by k normalized ascent steps of length rho / k (with ``adaptive``,
+ASAM's steps (rho / k) T^2 g_i / ||T g_i||, T = |theta_i| + eta, as the optimizer takes). This
+module recomputes that plane for one batch with plain torch, independently of ``xsam.optim``
+(it is a check on the optimizer, not a second copy of it), evaluates the loss on a grid of the
+plane, sweeps the circle of radius rho_max for the numerical maximum, and measures the angle
+between that
+maximum and each candidate direction:
 
     g_0   g_0 / ||g_0||, the direction of "SGD+" (k = 1, alpha = 0); off the plane when k > 1
     v0    d(0), the alpha = 0 end of the arc (= g_0 for k = 1)
@@ -23,7 +25,7 @@ d(alpha) sits at angle alpha * t from e0. Every function puts the weights back b
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +66,9 @@ def xsam_plane(
     *,
     rho: float,
     steps: int = 1,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    unscaled: Collection[Tensor] = (),
     eps: float = 1e-12,
 ) -> Plane:
     """v0, v1 and t as in steps 1-3 of the algorithm: k ascent steps, then g_k."""
@@ -77,8 +82,7 @@ def xsam_plane(
         for i in range(steps):
             if i > 0:
                 _, g = _grad(loss_fn, params)
-            with torch.no_grad():  # theta_{i+1} = theta_i + (rho / k) g_i / (||g_i|| + eps)
-                torch._foreach_add_(params, g, alpha=(rho / steps) / (vec.norm(g).item() + eps))
+            _ascent_step(params, g, rho / steps, adaptive, eta, unscaled, eps)
         loss_k, g_k = _grad(loss_fn, params)
         ascent = torch._foreach_sub([p.detach() for p in params], theta0)
     finally:
@@ -100,6 +104,20 @@ def xsam_plane(
         grad_norm_0=norm_0,
         grad_norm_k=norm_k,
     )
+
+
+@torch.no_grad()
+def _ascent_step(params, g, size: float, adaptive: bool, eta: float, unscaled, eps: float) -> None:
+    """theta += size * g / (||g|| + eps); ASAM: theta += size * T^2 g / (||T g|| + eps), with
+    T = |theta_i| + eta, or 1 on the ``unscaled`` tensors (adaptive_scope="weight")."""
+    if adaptive:
+        skip = {id(p) for p in unscaled}
+        t_op = [torch.ones_like(p) if id(p) in skip else p.detach().abs() + eta for p in params]
+        t_g = [t * gi for t, gi in zip(t_op, g, strict=True)]
+        g, norm = [t * tg for t, tg in zip(t_op, t_g, strict=True)], vec.norm(t_g).item()
+    else:
+        norm = vec.norm(g).item()
+    torch._foreach_add_(params, g, alpha=size / (norm + eps))
 
 
 def xsam_direction(plane: Plane, alpha: float) -> list[Tensor]:
@@ -338,13 +356,17 @@ def direction_diagnostics(
     steps: int,
     rho_max: float,
     alpha: float,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    unscaled: Collection[Tensor] = (),
     n_angles: int = 360,
     eps: float = 1e-12,
 ) -> dict[str, float]:
     """Per-step record for ``diagnostics.jsonl`` / W&B: how far each candidate direction is
     from the true maximum on the circle. Costs steps + 1 gradients and n_angles + 4 forward
     passes; call it every N steps, on the batch about to be trained on."""
-    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, eps=eps)
+    ascent = dict(adaptive=adaptive, eta=eta, unscaled=unscaled)
+    plane = xsam_plane(loss_fn, params, rho=rho, steps=steps, eps=eps, **ascent)
     circ = circle_max(
         loss_fn, params, plane, plane_axes(plane), alpha=alpha, rho_max=rho_max, n_angles=n_angles
     )

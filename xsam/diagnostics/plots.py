@@ -103,8 +103,10 @@ def plot_alpha(runs: Runs, path: str | Path, *, title: str = "alpha over trainin
     for i, (label, records) in enumerate(_as_runs(runs).items()):
         color = f"C{i}"
         steps, alpha = _first_series(records, ("xsam/alpha", "diag/alpha"))
-        if len(steps):
-            ax.step(steps, alpha, where="post", color=color, label=f"{label} alpha".strip())
+        if len(steps):  # a record's alpha is the one its steps used: it holds up to its step
+            if steps[0] > 0:  # ... from the start of training for the first record
+                steps, alpha = np.r_[0.0, steps], np.r_[alpha[0], alpha]
+            ax.step(steps, alpha, where="pre", color=color, label=f"{label} alpha".strip())
         steps_s, star = series(records, "diag/alpha_star")
         if len(steps_s):
             ax.plot(
@@ -124,14 +126,14 @@ def plot_angles(
     runs: Runs,
     path: str | Path,
     *,
-    title: str = "angle to the true maximum direction",
+    title: str | None = None,
 ) -> Figure:
     """``diag/angle/<direction>`` (degrees) against ``step``: one colour per direction, one
     line style per run; t, the angle between v0 and v1 (``xsam/angle``, else ``diag/t``), in
-    grey. All angles are radians in the records."""
+    grey. All angles are radians in the records. The default title says which were drawn."""
     fig = Figure(figsize=(7, 4), layout="constrained")
     ax = fig.subplots()
-    drawn = False
+    drawn = to_max = False
     for i, (label, records) in enumerate(_as_runs(runs).items()):
         style = ["-", "--", ":", "-."][i % 4]
         keys = sorted({k for r in records for k in r if str(k).startswith("diag/angle/")})
@@ -146,7 +148,9 @@ def plot_angles(
             color = COLORS.get(name, "grey")
             text = "t = angle(v0, v1)" if key == "t" else LABELS.get(name, name)
             ax.plot(steps, np.degrees(rad), style, color=color, label=f"{label} {text}".strip())
-            drawn = True
+            drawn, to_max = True, to_max or key != "t"
+    if title is None:
+        title = "angle to the true maximum direction, and t" if to_max else "t = angle(v0, v1)"
     _finish(ax, drawn, xlabel="step", ylabel="angle (degrees)", title=title)
     return _save(fig, path)
 

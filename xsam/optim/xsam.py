@@ -22,7 +22,8 @@ Reductions, each proved by a test:
     steps=1, alpha=1        SAM: the update gradient is g_1
     steps=k, alpha=1        multi-step SAM: the update gradient is g_k
     steps=1, alpha=0        "SGD+": direction g_0 / ||g_0||, length ||g_1||
-    adaptive=True, alpha=1  ASAM
+    adaptive=True, alpha=1  ASAM (adaptive_scope="weight": T only on tensors named *weight*,
+                            as the ASAM authors' code; "all": on every tensor)
 
 With alpha fixed at 1 (no search) the update gradient is g_k itself, as SAM defines it:
 d(1) = v1, so the arc is not formed (nor its sin t fallback, which would only matter for
@@ -86,12 +87,16 @@ class XSAM(Optimizer):
         alpha_delta: float = 0.1,
         adaptive: bool = False,
         eta: float = 0.01,
+        adaptive_scope: str = "all",
         eps: float = 1e-12,
         angle_every: int | None = 1,
     ) -> None:
         _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps)
         _check_every("angle_every", angle_every)
         super().__init__(params, {})
+        # ASAM's T on every tensor ("all", the paper's definition), or, as the ASAM authors'
+        # code does, only on tensors whose name contains "weight" (T = 1 on biases)
+        self.unscaled = _unscaled_by_name(self.param_groups, adaptive_scope)
         self.base = base(self.param_groups)
         self.param_groups = self.base.param_groups
         self.rho, self.steps, self.eps = float(rho), int(steps), float(eps)
@@ -177,6 +182,8 @@ class XSAM(Optimizer):
         if self.adaptive:
             t_op = torch._foreach_abs(params)
             torch._foreach_add_(t_op, self.eta)  # T = |theta| + eta
+            for i in [i for i, p in enumerate(params) if p in self.unscaled]:
+                t_op[i].fill_(1.0)  # adaptive_scope="weight": T = 1 on this tensor
             torch._foreach_mul_(g, t_op)  # T g
             norm = global_norm(g)
             torch._foreach_mul_(g, t_op)  # T^2 g
@@ -245,7 +252,14 @@ class XSAM(Optimizer):
         """The base step, skipped on non-finite values (on the device where it can)."""
         self.skipped_steps = self.skipped_steps.to(finite.device)
         self.skipped_steps += (~finite).long()
-        if getattr(self.base, "_step_supports_amp_scaling", False):  # fused: no host sync
+        # Fused bases skip through GradScaler's private protocol (_step_supports_amp_scaling,
+        # a found_inf attribute): re-check it on a torch upgrade. Before the base has any
+        # state, torch allocates it uninitialised (SGD's momentum buffers) and then skips,
+        # so a non-finite *first* step would leave garbage that later steps use: until the
+        # first real step, skip on the host instead (SGD without momentum keeps no state,
+        # so it takes this host sync on every step).
+        fused = getattr(self.base, "_step_supports_amp_scaling", False) and self.base.state
+        if fused:  # no host sync
             self.base.found_inf = (~finite).float()
             try:
                 self.base.step()
@@ -290,6 +304,21 @@ def _mean_over_ranks(losses: Tensor) -> Tensor:
         dist.all_reduce(losses, op=dist.ReduceOp.SUM)  # gloo has no AVG
         losses = losses / dist.get_world_size()
     return losses
+
+
+def _unscaled_by_name(groups: list[dict[str, Any]], scope: str) -> set[Tensor]:
+    """The tensors ASAM does not scale: none for "all"; for "weight", those whose name (from
+    ``named_parameters()``) does not contain "weight"."""
+    if scope not in ("all", "weight"):
+        raise ValueError(f"adaptive_scope must be 'all' or 'weight', got {scope!r}")
+    if scope == "all":
+        return set()
+    if not all("param_names" in g for g in groups):
+        raise ValueError(
+            "adaptive_scope='weight' needs parameter names: XSAM(model.named_parameters(), ...)"
+        )
+    pairs = [pair for g in groups for pair in zip(g["params"], g["param_names"], strict=True)]
+    return {p for p, name in pairs if "weight" not in name}
 
 
 def _check_every(name: str, every: int | None) -> None:
