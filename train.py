@@ -101,11 +101,12 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
 
     ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
     device = pick_device(cfg.device, ranks)
-    if cfg.diagnostics.directions_every and ranks.world_size > 1:
-        raise ConfigError(
-            "diagnostics.directions_every needs a single process: under DDP the probe would "
-            "measure rank-local gradients, not the optimizer's averaged plane"
-        )
+    for probe in ("directions_every", "sphere_every"):
+        if cfg.diagnostics[probe] and ranks.world_size > 1:
+            raise ConfigError(
+                f"diagnostics.{probe} needs a single process: under DDP the probe would "
+                "measure rank-local gradients, not the optimizer's averaged plane"
+            )
     if ranks.is_main:  # a damaged file stops the run, unless resume= says what to do with it
         for line in run_dir.repair(cfg.resume):
             log.warning("resume=%s: set aside %s", cfg.resume, line)
