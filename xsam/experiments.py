@@ -17,6 +17,7 @@ metric: test/acc                  # final-epoch value; error = 100 - metric is r
 paired: {axis: optimizer, treatment: xsam, baseline: sam}   # optional
 reference: {}                     # cell key -> reported number, for users to fill in
 smoke: {epochs: 1}                # overrides for the smoke variant (group <group>_smoke)
+budget: {equal: epochs}           # optional: epochs | gradients | wall_clock (xsam.budget)
 ```
 
 ``axes`` may also be a list of such mappings with the same keys: the runs are then the union
@@ -34,9 +35,11 @@ from typing import Any
 
 import yaml
 
+from xsam.budget import Budget, parse_budget
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 _REQUIRED = ("name", "description", "group", "seeds", "axes", "rows", "columns", "metric")
-_OPTIONAL = ("fixed", "paired", "reference", "smoke", "error")
+_OPTIONAL = ("fixed", "paired", "reference", "smoke", "error", "budget")
 _SCALAR = (str, int, float, bool)
 
 
@@ -69,6 +72,7 @@ class Experiment:
     smoke: dict[str, Any] = field(default_factory=dict)
     error: bool = True
     path: Path | None = None
+    budget: Budget = field(default_factory=Budget)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -88,12 +92,18 @@ class Experiment:
         results never mix with the real ones, and ``smoke`` overrides on top of ``fixed``."""
         if not smoke:
             return self
+        fixed, budget, grids = {**self.fixed, **self.smoke}, self.budget, self.grids
+        if budget.equal == "gradients" and "epochs" in fixed:  # the budget scales, SGD 2x stays
+            budget = budget.with_epochs(fixed.pop("epochs"))
+            grids = budget.grids()
         return replace(
             self,
             name=f"{self.name}_smoke",
             group=f"{self.group}_smoke",
-            fixed={**self.fixed, **self.smoke},
+            fixed=fixed,
             smoke={},
+            budget=budget,
+            grids=grids,
         )
 
     def overrides(self) -> list[list[str]]:
@@ -193,15 +203,20 @@ def _parse(raw: Any, path: Path) -> Experiment:
         or len(set(seeds)) != len(seeds)
     ):
         raise fail("seeds", "expected a non-empty list of distinct integers")
-    grids = _parse_grids(raw["axes"], fail)
+    budget = parse_budget(raw.get("budget"), _parse_grids(raw["axes"], fail), fail)
+    try:
+        grids = budget.grids()
+    except ValueError as exc:
+        raise fail("budget", str(exc)) from exc
     rows, columns = (_parse_keys(raw[k], k, fail) for k in ("rows", "columns"))
     if sorted(rows + columns) != sorted(grids[0]):
         raise fail("rows", f"rows + columns must list each axis once: {sorted(grids[0])}")
-    fixed = _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
+    fixed = budget.fixed() | _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
     smoke = _parse_overrides(raw.get("smoke") or {}, "smoke", fail)
     for name, values in (("fixed", fixed), ("smoke", smoke)):
         for key in values:
-            if key in grids[0] or key in ("experiment", "seed"):
+            scaled = name == "smoke" and key == "epochs" and budget.equal == "gradients"
+            if (key in grids[0] and not scaled) or key in ("experiment", "seed"):
                 raise fail(f"{name}.{key}", "also set by the axes, the seeds or the group")
     error = raw.get("error", True)
     if not isinstance(error, bool):
@@ -219,7 +234,8 @@ def _parse(raw: Any, path: Path) -> Experiment:
         smoke=smoke,
         error=error,
         path=path,
-        paired=_parse_paired(raw.get("paired"), grids, fail),
+        paired=_parse_paired(raw.get("paired"), budget.source_grids, fail),
+        budget=budget,
     )
     return replace(exp, reference=_parse_reference(raw.get("reference") or {}, exp, fail))
 

@@ -196,6 +196,7 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
         + f"; one row per run in `{exp.name}.csv`.",
         f"Metric: final-epoch `{exp.metric}` (%), mean ± std (n) over seeds, sample std "
         "(ddof=1); bold: best in its row.",
+        f"Budget: {exp.budget.describe(exp.axes)}.",
     ]
     if mixed and table.allow_mixed:
         lines.append(
