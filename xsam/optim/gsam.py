@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from xsam.optim.two_pass import TwoPassSAM, dot_and_norm, mix_
+from xsam.optim.kernels import global_dot, global_norm
+from xsam.optim.two_pass import TwoPassSAM, mix_
 
 
 class GSAM(TwoPassSAM):
@@ -84,7 +85,7 @@ class GSAM(TwoPassSAM):
 
     def _combine(self, params, g_0, g_k, grad_norm_0) -> dict[str, Tensor]:
         """g_k <- g_k - alpha * (g_0 - c g_k),  c = <g_0, g_k> / ||g_k||^2."""
-        dot, grad_norm_k = dot_and_norm(g_0, g_k)
+        dot, grad_norm_k = global_dot(g_0, g_k), global_norm(g_k)
         angle = self._angle(g_0, g_k, grad_norm_0, grad_norm_k, dot)
         self.alpha = self.alpha.to(dot)  # moved once, then stays on the device
         c = dot / (grad_norm_k + self.eps) ** 2  # g_0_par = c g_k

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from xsam.optim.kernels import all_finite, backup_and_ascend_, global_dot, global_norm
+from xsam.optim.kernels import all_finite, backup_and_ascend_, global_dot
 from xsam.optim.xsam import XSAM
 
 
@@ -106,8 +106,3 @@ def mix_(g_k: list[Tensor], a: Tensor, g_0: list[Tensor], b: Tensor) -> None:
     torch._foreach_mul_(g_k, a)
     torch._foreach_mul_(g_0, b)
     torch._foreach_add_(g_k, g_0)
-
-
-def dot_and_norm(g_0: list[Tensor], g_k: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """<g_0, g_k> and ||g_k||."""
-    return global_dot(g_0, g_k), global_norm(g_k)
