@@ -23,7 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config
@@ -32,21 +32,21 @@ from xsam.config_checks import ConfigError, check_config
 def import_training_stack() -> None:
     """torch, the data stack and the rest of xsam, imported when a run starts rather than at
     the top, so that ``--help``, tab completion and a rejected setting answer in a second."""
-    global torch, DDP, checkpoint, engine, device_cifar_loaders, build_loader
+    global torch, DDP, budget, checkpoint, engine, device_cifar_loaders, build_loader
     global evaluate_sharpness, fixed_batches, batch_loss, direction_diagnostics, sphere_diagnostics
-    global DistEnv, any_rank, init_distributed, weight_decay_groups, Preemption
+    global DistEnv, any_rank, init_distributed, sum_over_ranks, weight_decay_groups, Preemption
     global DamagedRunDir, RunDir, config_hash, new_meta, run_name, WandbLogger, USER_ERRORS
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from xsam import checkpoint, engine
+    from xsam import budget, checkpoint, engine
     from xsam.data.device_cifar import device_cifar_loaders
     from xsam.data.loader import build_loader
     from xsam.diagnostics import evaluate_sharpness, fixed_batches
     from xsam.diagnostics.batches import batch_loss
     from xsam.diagnostics.landscape import direction_diagnostics
     from xsam.diagnostics.sphere import sphere_diagnostics
-    from xsam.distributed import DistEnv, any_rank, init_distributed
+    from xsam.distributed import DistEnv, any_rank, init_distributed, sum_over_ranks
     from xsam.models.param_groups import weight_decay_groups
     from xsam.preemption import Preemption
     from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
@@ -168,6 +168,8 @@ def semantic_config(cfg: DictConfig) -> dict:
     cfg.data_root = "<data_root>"  # the same run on another cluster's storage is the same run
     resolved = OmegaConf.to_container(cfg, resolve=True)
     semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
+    if semantic.get("time_budget_s") is None:  # unset, it leaves earlier runs' hashes alone
+        semantic.pop("time_budget_s", None)
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
     if semantic.get("train", {}).get("limit_batches") is None:  # full epochs: the hash of
         semantic.pop("train", None)  # the runs made before the setting existed
@@ -326,10 +328,13 @@ class Loop:
         self.autocast = torch.bfloat16 if cfg.precision == "bf16" else None
         self.loss_fn, self.mixup = build_loss(cfg)
         self.stopping = False  # a preemption that every rank has seen
+        self.epochs = budget.realised_epochs(run_dir.path) or cfg.epochs  # time_budget_s fixes it
 
     def train(self, train_loader, test_loader, state: dict) -> dict:
         steps_per_epoch = len(train_loader)  # (before a resumed epoch's offset shortens it)
         for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
+            if epoch > self.epochs:  # the time budget's realised length
+                break
             started = time.perf_counter()
             lr = self.opt.param_groups[0]["lr"]
             stats = engine.EpochStats.from_state(state.pop("partial", None))
@@ -435,6 +440,8 @@ class Loop:
             autocast_dtype=self.autocast,
             channels_last=self.cfg.channels_last,
         )
+        if epoch == 1 and self.cfg.get("time_budget_s"):
+            self.fit_to_budget(state["wall_time_s"] + time.perf_counter() - evaluated)
         self.schedule.step()
         state["eval_forward_passes"] += len(test_loader)
         state["wall_time_s"] += time.perf_counter() - evaluated
@@ -445,6 +452,23 @@ class Loop:
             self.logger.log(record, step=self.opt.step_count)
             log.info(epoch_line(self.cfg, record))
         self.save(state, epoch)
+
+    def fit_to_budget(self, first_epoch_s: float) -> None:
+        """Equal wall-clock: the whole epochs that fit time_budget_s at epoch 1's pace (the
+        mean over ranks, so all agree), and the schedule rebuilt for them before its first
+        step, so a cosine still ends at zero."""
+        (seconds,) = sum_over_ranks(torch.tensor(first_epoch_s, device=self.device))
+        seconds = float(seconds) / self.ranks.world_size
+        self.epochs = budget.epochs_within(self.cfg.time_budget_s, seconds, self.cfg.epochs)
+        cfg = self.cfg.copy()
+        with open_dict(cfg):
+            cfg.epochs = self.epochs
+        self.schedule = instantiate(cfg.schedule)(self.opt)
+        if self.ranks.is_main:
+            budget.save_realised(self.run_dir.path, self.epochs, seconds, self.cfg.time_budget_s)
+        log.info(
+            "time budget %gs: %d epochs at %.1fs each", cfg.time_budget_s, self.epochs, seconds
+        )
 
     def save(self, state: dict, epoch: int) -> None:
         state["epoch"] = epoch

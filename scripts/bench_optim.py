@@ -34,7 +34,7 @@ from torch.optim import SGD, Optimizer
 
 from xsam.benchmarking import Column, cpu_name, markdown_table
 from xsam.models import cifar_resnet
-from xsam.optim import XSAM, BatchClosure
+from xsam.optim import GSAM, WSAM, XSAM, BatchClosure
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3  # the paper's base SGD
 RHO, RHO_MAX, ALPHA_MAX, ALPHA_DELTA = 0.15, 0.3, 2.0, 0.1
@@ -143,6 +143,7 @@ class Method:
     label: str
     settings: dict | None  # XSAM keyword arguments; None: base SGD alone
     streams: int
+    kind: str = "xsam"  # a key of BASELINES for the GSAM and WSAM rows
 
     @property
     def is_search(self) -> bool:
@@ -160,6 +161,102 @@ METHODS = [
 ]
 
 
+# ---------------------------------------------------------------------------------------------
+# GSAM and WSAM rows: ours (xsam.optim.GSAM, WSAM) against each written per tensor the way the
+# authors' PyTorch code writes it (juntang-zhuang/GSAM gsam/gsam.py; atorch's WeightedSAM):
+# loops over parameters, the clean gradient cloned and the perturbation e_w stored for every
+# parameter, restores by subtracting e_w. Floors: GSAM 13 P (||g0|| 1; backup and ascent 4;
+# <g0, g1> and ||g1|| 2; grad = a g1 + b g0 fused into SGD from w0: read w0, g1, g0, buf,
+# write buf, w 6); WSAM 11 P (the same without the dot pass; decoupled, the sharpness step
+# w -= lr a (g1 - g0) fuses into the same final pass).
+# ---------------------------------------------------------------------------------------------
+class PerTensorTwoPass(Optimizer):
+    """What the two per-tensor baselines share: the base optimizer, per-tensor norms, passes."""
+
+    def __init__(self, params, base) -> None:
+        super().__init__(params, {})
+        self.base = base(self.param_groups)
+        self.param_groups = self.base.param_groups
+
+    _with_grad, _norm, _gradient_pass = (
+        PerTensorXSAM._with_grad,
+        PerTensorXSAM._norm,
+        PerTensorXSAM._gradient_pass,
+    )
+
+
+class PerTensorGSAM(PerTensorTwoPass):
+    """Baseline reproduction of the authors' per-tensor GSAM step (constant lr: rho = rho_max)."""
+
+    def __init__(self, params, base, *, rho_max, rho_min, alpha, eps=1e-12):
+        super().__init__(params, base)
+        self.rho, self.alpha, self.eps = rho_max, alpha, eps
+
+    @torch.no_grad()
+    def step(self, closure):  # type: ignore[override]
+        loss_0 = self._gradient_pass(closure)
+        scale = self.rho / (self._norm([p.grad for p in self._with_grad()]) + self.eps)
+        for p in self._with_grad():
+            self.state[p]["old_g"] = p.grad.clone()
+            self.state[p]["e_w"] = p.grad * scale
+            p.add_(self.state[p]["e_w"])
+        self._gradient_pass(closure)
+        params = self._with_grad()
+        inner = sum(torch.sum(self.state[p]["old_g"] * p.grad) for p in params)
+        new_norm = self._norm([p.grad for p in params])
+        old_norm = self._norm([self.state[p]["old_g"] for p in params])
+        cosine = inner / (new_norm * old_norm + self.eps)
+        for p in params:
+            vertical = self.state[p]["old_g"] - cosine * old_norm * p.grad / (new_norm + self.eps)
+            p.grad.add_(vertical, alpha=-self.alpha)
+            p.sub_(self.state[p]["e_w"])
+        self.base.step()
+        return loss_0
+
+
+class PerTensorWSAM(PerTensorTwoPass):
+    """Baseline reproduction of the authors' per-tensor WSAM step (atorch's WeightedSAM)."""
+
+    def __init__(self, params, base, *, rho, gamma, decouple, eps=1e-12):
+        super().__init__(params, base)
+        self.rho, self.a, self.decouple, self.eps = rho, gamma / (1 - gamma), decouple, eps
+
+    @torch.no_grad()
+    def step(self, closure):  # type: ignore[override]
+        loss_0 = self._gradient_pass(closure)
+        params = self._with_grad()
+        scale = self.rho / (self._norm([p.grad for p in params]) + self.eps)
+        for p in params:
+            self.state[p]["e_w"] = p.grad * scale
+            p.add_(self.state[p]["e_w"])
+            self.state[p]["grad"] = p.grad.detach().clone()
+        self._gradient_pass(closure)
+        for p in params:
+            p.add_(self.state[p]["e_w"], alpha=-1.0)
+            if not self.decouple:
+                p.grad.mul_(self.a).add_(self.state[p]["grad"], alpha=1.0 - self.a)
+            else:
+                self.state[p]["sharpness"] = p.grad.detach().clone() - self.state[p]["grad"]
+                p.grad.mul_(0.0).add_(self.state[p]["grad"])
+        self.base.step()
+        if self.decouple:
+            for group in self.param_groups:
+                for p in (p for p in group["params"] if p.grad is not None):
+                    p.add_(self.state[p]["sharpness"], alpha=-group["lr"] * self.a)
+        return loss_0
+
+
+BASELINES = {  # Method.kind -> implementation -> optimizer class
+    "gsam": {"ours": GSAM, "ours-fused": GSAM, "per-tensor": PerTensorGSAM},
+    "wsam": {"ours": WSAM, "ours-fused": WSAM, "per-tensor": PerTensorWSAM},
+}
+METHODS += [
+    Method("GSAM (alpha=0.6)", dict(rho_max=RHO, rho_min=RHO, alpha=0.6), 13, "gsam"),
+    Method("WSAM (gamma=0.9, decoupled)", dict(rho=RHO, gamma=0.9, decouple=True), 11, "wsam"),
+    Method("WSAM (gamma=0.9, coupled)", dict(rho=RHO, gamma=0.9, decouple=False), 11, "wsam"),
+]
+
+
 IMPLS = {  # implementation -> (optimizer class, how the base SGD runs)
     "ours": (XSAM, dict(foreach=True)),
     "ours-fused": (XSAM, dict(fused=True)),  # the same XSAM over torch's fused SGD kernel
@@ -171,6 +268,8 @@ def build(method: Method, params: list[Tensor], impl: str) -> Optimizer:
     """The method's optimizer in one implementation; base SGD alone when it has no settings."""
     kind, how = IMPLS[impl]
     base = partial(SGD, lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY, **how)
+    if method.kind in BASELINES:
+        return BASELINES[method.kind][impl](params, base, **method.settings)
     if method.settings is None:
         return base(params)
     return kind(params, base, rho=RHO, **method.settings)

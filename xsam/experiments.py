@@ -17,6 +17,7 @@ metric: test/acc                  # final-epoch value; error = 100 - metric is r
 paired: {axis: optimizer, treatment: xsam, baseline: sam}   # optional
 reference: {}                     # cell key -> reported number, for users to fill in
 smoke: {epochs: 1}                # overrides for the smoke variant (group <group>_smoke)
+budget: {equal: epochs}           # optional: epochs | gradients | wall_clock (xsam.budget)
 ```
 
 ``axes`` may also be a list of such mappings with the same keys: the runs are then the union
@@ -37,9 +38,11 @@ from typing import Any
 
 import yaml
 
+from xsam.budget import Budget, parse_budget
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 _REQUIRED = ("name", "description", "group", "seeds", "axes", "rows", "columns", "metric")
-_OPTIONAL = ("fixed", "paired", "baseline", "pairs", "reference", "smoke", "error")
+_OPTIONAL = ("fixed", "paired", "baseline", "pairs", "reference", "smoke", "error", "budget")
 _SCALAR = (str, int, float, bool)
 
 
@@ -75,6 +78,7 @@ class Experiment:
     settings: tuple[dict[str, Any], ...] = ()  # per grid: its ``set`` overrides
     baseline: tuple[Any, ...] | None = None  # a column's values: paired differences against it
     pairs: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...] = ()  # (treatment, baseline) columns
+    budget: Budget = field(default_factory=Budget)
 
     @property
     def axes(self) -> tuple[str, ...]:
@@ -94,12 +98,18 @@ class Experiment:
         results never mix with the real ones, and ``smoke`` overrides on top of ``fixed``."""
         if not smoke:
             return self
+        fixed, budget, grids = {**self.fixed, **self.smoke}, self.budget, self.grids
+        if budget.equal == "gradients" and "epochs" in fixed:  # the budget scales, SGD 2x stays
+            budget = budget.with_epochs(fixed.pop("epochs"))
+            grids = budget.grids()
         return replace(
             self,
             name=f"{self.name}_smoke",
             group=f"{self.group}_smoke",
-            fixed={**self.fixed, **self.smoke},
+            fixed=fixed,
             smoke={},
+            budget=budget,
+            grids=grids,
         )
 
     def settings_of(self, cell: tuple[Any, ...]) -> dict[str, Any]:
@@ -218,16 +228,25 @@ def _parse(raw: Any, path: Path) -> Experiment:
         or len(set(seeds)) != len(seeds)
     ):
         raise fail("seeds", "expected a non-empty list of distinct integers")
-    grids, settings = _parse_grids(raw["axes"], fail)
+    source_grids, settings = _parse_grids(raw["axes"], fail)
+    budget = parse_budget(raw.get("budget"), source_grids, fail)
+    if budget.equal == "gradients" and any(settings):
+        raise fail("budget", "equal gradients derives its own grids: no grid may hold 'set'")
+    try:
+        grids = budget.grids()
+    except ValueError as exc:
+        raise fail("budget", str(exc)) from exc
+    settings = settings if budget.equal != "gradients" else tuple({} for _ in grids)
     rows, columns = (_parse_keys(raw[k], k, fail) for k in ("rows", "columns"))
     if sorted(rows + columns) != sorted(grids[0]):
         raise fail("rows", f"rows + columns must list each axis once: {sorted(grids[0])}")
-    fixed = _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
+    fixed = budget.fixed() | _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
     smoke = _parse_overrides(raw.get("smoke") or {}, "smoke", fail)
     set_keys = {key for grid_settings in settings for key in grid_settings}
     for name, values in (("fixed", fixed), ("smoke", smoke)):
         for key in values:
-            if key in grids[0] or key in set_keys or key in ("experiment", "seed"):
+            scaled = name == "smoke" and key == "epochs" and budget.equal == "gradients"
+            if (key in grids[0] and not scaled) or key in set_keys or key in ("experiment", "seed"):
                 raise fail(
                     f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the group"
                 )
@@ -247,7 +266,8 @@ def _parse(raw: Any, path: Path) -> Experiment:
         smoke=smoke,
         error=error,
         path=path,
-        paired=_parse_paired(raw.get("paired"), grids, fail),
+        paired=_parse_paired(raw.get("paired"), budget.source_grids, fail),
+        budget=budget,
         settings=settings,
     )
     _check_settings_agree(exp, fail)

@@ -283,6 +283,7 @@ def summary_lines(table: Table, provenance: Provenance) -> list[str]:
         + f"; one row per run in `{exp.name}.csv`.",
         f"Metric: final-epoch `{exp.metric}` (%), mean ± std (n) over seeds, sample std (ddof=1).",
         _bold_line(table),
+        f"Budget: {exp.budget.describe(exp.axes)}.",
     ]
     if table.departures is not None:
         lines.append(
