@@ -3,6 +3,7 @@
     python train.py                                    # XSAM on the embedded digits
     python train.py dataset=cifar100 model=resnet18 optimizer=xsam optimizer.rho=0.15 seed=1
     python train.py -m optimizer=sgd,sam,xsam seed=0,1,2
+    python train.py debug=smoke dataset=cifar10         # seconds: 2 batches of 1 epoch
 
 Re-running a command resumes its unfinished run from the last checkpoint and does nothing
 for a finished one. See README.md for the run directory and the W&B settings.
