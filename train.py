@@ -168,8 +168,12 @@ def semantic_config(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
-    if semantic.get("train", {}).get("limit_batches") is None:  # full epochs: the hash of
-        semantic.pop("train", None)  # the runs made before the setting existed
+    # settings that compute nothing here are left out, so that runs made before they existed
+    # keep their hash: full epochs, and ASAM's scope on a non-adaptive optimizer
+    if semantic.get("train", {}).get("limit_batches") is None:
+        semantic.pop("train", None)
+    if not semantic["optimizer"].get("adaptive"):
+        semantic["optimizer"].pop("adaptive_scope", None)
     return semantic
 
 
