@@ -3,6 +3,7 @@
     python train.py                                    # XSAM on the embedded digits
     python train.py dataset=cifar100 model=resnet18 optimizer=xsam optimizer.rho=0.15 seed=1
     python train.py -m optimizer=sgd,sam,xsam seed=0,1,2
+    python train.py debug=smoke dataset=cifar10         # seconds: 2 batches of 1 epoch
 
 Re-running a command resumes its unfinished run from the last checkpoint and does nothing
 for a finished one. See README.md for the run directory and the W&B settings.
@@ -171,8 +172,12 @@ def semantic_config(cfg: DictConfig) -> dict:
     if semantic.get("time_budget_s") is None:  # unset, it leaves earlier runs' hashes alone
         semantic.pop("time_budget_s", None)
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
-    if semantic.get("train", {}).get("limit_batches") is None:  # full epochs: the hash of
-        semantic.pop("train", None)  # the runs made before the setting existed
+    # settings that compute nothing here are left out, so that runs made before they existed
+    # keep their hash: full epochs, and ASAM's scope on a non-adaptive optimizer
+    if semantic.get("train", {}).get("limit_batches") is None:
+        semantic.pop("train", None)
+    if not semantic["optimizer"].get("adaptive"):
+        semantic["optimizer"].pop("adaptive_scope", None)
     return semantic
 
 

@@ -97,6 +97,14 @@ def test_run_directory_name_follows_the_config(tmp_path):
     assert digest[0] == digest[1] != digest[2]
 
 
+def test_settings_that_compute_nothing_leave_the_hash_alone():
+    """Runs made before train.limit_batches and adaptive_scope existed keep their directory."""
+    digest = lambda o: train.config_hash(train.semantic_config(compose_run(o)[0]))  # noqa: E731
+    assert digest([]) == digest(["optimizer.adaptive_scope=weight"])  # not adaptive: unused
+    assert digest(["optimizer=asam"]) != digest(["optimizer=asam", "optimizer.adaptive_scope=all"])
+    assert digest([]) != digest(["train.limit_batches=2"])
+
+
 @pytest.mark.parametrize(
     "override, key",
     [
