@@ -26,7 +26,7 @@ EXPECTED_RUNS = {
     "demo": 9,
     "fashion_mnist": 45,  # 9 methods x 5 seeds
     "fashion_mnist_geometry": 3,
-    "fashion_mnist_rho": 26,  # SAM 5 rhos, ASAM 5, XSAM 3 rho_max, 2 seeds each
+    "fashion_mnist_rho": 28,  # SAM 5 rhos, ASAM 5, XSAM 4 rho_max, 2 seeds each
     "table1": 84,
     "table2": 24,
     "table3": 12,
