@@ -178,6 +178,10 @@ def semantic_config(cfg: DictConfig) -> dict:
         semantic.pop("train", None)
     if not semantic["optimizer"].get("adaptive"):
         semantic["optimizer"].pop("adaptive_scope", None)
+    if not semantic["diagnostics"].get("sphere_every"):  # the probe is off
+        semantic["diagnostics"].pop("sphere_every", None)
+    if not semantic["dataset"].get("splits", {}).get("label_noise", 1):  # clean labels
+        semantic["dataset"]["splits"].pop("label_noise", None)
     return semantic
 
 

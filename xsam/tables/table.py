@@ -27,6 +27,8 @@ _NOT_COMPARED = (
     "sync_every",
     "device",
     "experiment",
+    "resume",
+    "objective",
 )
 
 
