@@ -117,7 +117,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
         return run_dir.read_summary()
     set_determinism(cfg.deterministic)
     torch.manual_seed(cfg.seed)  # model initialisation
-    splits = instantiate(cfg.dataset.splits)
+    splits = build_splits(cfg)
     train_loader, test_loader = build_loaders(cfg, splits, device, ranks)
     if cfg.train.limit_batches:  # a smoke run: the first N batches of each epoch
         train_loader = Limited(train_loader, cfg.train.limit_batches)
@@ -160,6 +160,17 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
         preemption.close()
     logger.finish()
     return summary
+
+
+def build_splits(cfg: DictConfig):
+    """The dataset's splits; a setting its builder refuses (``ValueError``, e.g. a
+    ``train_subset`` larger than the training set) is a one-line ConfigError."""
+    try:
+        return instantiate(cfg.dataset.splits)
+    except InstantiationException as err:
+        if type(err.__cause__) is ValueError:
+            raise ConfigError(str(err.__cause__)) from err
+        raise
 
 
 def semantic_config(cfg: DictConfig) -> dict:

@@ -103,6 +103,12 @@ def test_settings_that_compute_nothing_leave_the_hash_alone():
     assert digest([]) == digest(["optimizer.adaptive_scope=weight"])  # not adaptive: unused
     assert digest(["optimizer=asam"]) != digest(["optimizer=asam", "optimizer.adaptive_scope=all"])
     assert digest([]) != digest(["train.limit_batches=2"])
+    assert digest([]) != digest(["diagnostics.sphere_every=5"])
+    assert digest([]) != digest(["dataset.splits.label_noise=0.4"])
+    # pinned: the run directories of the code before these settings existed (a relaunched
+    # sweep must find its finished runs, not train them again)
+    assert digest([])[:8] == "d1603167"
+    assert digest(["dataset=cifar10", "model=resnet18", "optimizer=sam"])[:8] == "d2e69a69"
 
 
 @pytest.mark.parametrize(

@@ -50,6 +50,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics.every": _int_at_least(0),
     "diagnostics.directions_every": _int_at_least(0),
     "diagnostics.sphere_every": _int_at_least(0),
+    "time_budget_s": (lambda v: v is None or (_is_number(v) and v > 0), "null or a number > 0"),
+    "optimizer.decouple": _BOOL,
     "dataset.splits.label_noise": (
         lambda v: _is_number(v) and 0 <= v < 1,
         "a fraction in [0, 1)",
@@ -96,6 +98,19 @@ def check_config(cfg: DictConfig) -> None:
             raise ConfigError(f"{key} must be finite, got {value}")
     if cfg.optimizer.steps == 0 and cfg.optimizer.rho != 0:
         raise ConfigError("optimizer.steps=0 is the base optimizer alone: it needs optimizer.rho=0")
+    if OmegaConf.select(cfg, "dataset.splits._target_") == "xsam.data.mnist.mnist_splits":
+        from xsam.data.mnist import check_split_sizes  # the 60,000 training images
+
+        try:
+            check_split_sizes(cfg.dataset.splits.train_subset, cfg.dataset.splits.holdout)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+    probes = [k for k in ("directions_every", "sphere_every") if cfg.diagnostics.get(k)]
+    if probes and cfg.optimizer.get("_target_") != "xsam.optim.XSAM":
+        raise ConfigError(
+            f"diagnostics.{probes[0]} probes the XSAM family's plane (alpha, rho_max); "
+            f"{cfg.optimizer.get('_target_')} gives those settings other meanings"
+        )
     check_run_root(Path(cfg.run_root))
     check_optimizer_builds(cfg)
 

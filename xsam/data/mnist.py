@@ -73,6 +73,14 @@ def _split_indices(
     total: int, train_subset: int | None, holdout: int, split_seed: int
 ) -> tuple[list[int], list[int]]:
     """(training indices, held-out indices): disjoint parts of one seeded permutation."""
+    size = check_split_sizes(train_subset, holdout, total=total)
+    available = total - holdout
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(split_seed)).tolist()
+    return sorted(order[:size]), sorted(order[available:])
+
+
+def check_split_sizes(train_subset: int | None, holdout: int, *, total: int = 60_000) -> int:
+    """The training-subset size, or ValueError naming the setting (no data is read)."""
     if not 0 <= holdout < total:
         raise ValueError(f"dataset.splits.holdout must be in [0, {total}), got {holdout}")
     available = total - holdout
@@ -82,8 +90,7 @@ def _split_indices(
             f"dataset.splits.train_subset must be in [1, {available}] "
             f"(the training images left after holdout={holdout}), got {train_subset}"
         )
-    order = torch.randperm(total, generator=torch.Generator().manual_seed(split_seed)).tolist()
-    return sorted(order[:size]), sorted(order[available:])
+    return size
 
 
 def _dataset_class(variant: str) -> type[MNIST]:
