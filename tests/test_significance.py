@@ -82,7 +82,9 @@ def test_a_difference_inside_the_noise_is_not_bold(tmp_path):
         {"sgd": [80, 81, 80, 81], "sam": [90, 91, 90, 91], "xsam": [91, 90.5, 91, 90.5]},
     )
     assert bold_cells(table) == []
-    assert "no cell is bold" in to_markdown(table, PROVENANCE)
+    assert "no cell is bold: in no row does one cell beat all the others." in to_markdown(
+        table, PROVENANCE
+    )
 
 
 def test_a_clear_win_over_every_cell_is_bold(tmp_path):
@@ -91,7 +93,7 @@ def test_a_clear_win_over_every_cell_is_bold(tmp_path):
         {"sgd": [80, 81, 80, 81], "sam": [90, 91, 90, 91], "xsam": [91, 92.1, 90.9, 92]},
     )
     assert bold_cells(table) == ["xsam / steps=1"]
-    assert "1 of 1 row have such a cell" in to_markdown(table, PROVENANCE)
+    assert "rows with such a cell: 1 of 1." in to_markdown(table, PROVENANCE)
 
 
 def test_beating_one_cell_but_not_all_is_not_bold(tmp_path):

@@ -318,11 +318,10 @@ def _bold_line(table: Table) -> str:
         f"matched seeds with a {CONFIDENCE:.0%} t interval above 0"
     )
     if not compared:
-        return rule + "; no row has two reported cells."
+        return f"{rule}; no row has two reported cells."
     if not bold:
-        return rule + f"; no cell is bold: in none of the {_plural(compared, 'row')} "
-        "does one cell beat all others."
-    return rule + f"; {bold} of {_plural(compared, 'row')} have such a cell."
+        return f"{rule}; no cell is bold: in no row does one cell beat all the others."
+    return f"{rule}; rows with such a cell: {bold} of {compared}."
 
 
 def _plural(n: int, noun: str) -> str:
