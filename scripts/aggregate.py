@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         exp, records, allow_mixed=args.allow_mixed_commits, protocol=protocol_of(exp)
     )
     definition = exp.path.resolve()
-    try:
-        definition = definition.relative_to(Path.cwd())
-    except ValueError:
-        pass
+    for base in (REPO, Path.cwd()):  # named as the repository (or the caller) sees it
+        if definition.is_relative_to(base):
+            definition = definition.relative_to(base)
+            break
     provenance = Provenance(command_line(args), definition.as_posix(), sources)
     for path in write_outputs(table, provenance, Path(args.out)):
         print(f"wrote {path}")
