@@ -87,7 +87,10 @@ def finished(tmp_path_factory) -> Path:
         ("diagnostics.sphere_every=-1", "diagnostics.sphere_every must be"),
         ("time_budget_s=-5", "time_budget_s must be"),
         ("optimizer=gsam diagnostics.sphere_every=5", "diagnostics.sphere_every probes the XSAM"),
-        ("dataset=mnist dataset.splits.train_subset=70000", "dataset.splits.train_subset must be in"),
+        (
+            "dataset=mnist dataset.splits.train_subset=70000",
+            "dataset.splits.train_subset must be in",
+        ),
         ("optimizer=wsam optimizer.decouple=maybe", "optimizer.decouple must be"),
         ("dataset.splits.label_noise=1.5", "dataset.splits.label_noise must be"),
         ("dataset=fashion_mnist dataset.splits.holdout=-3", "dataset.splits.holdout must be"),

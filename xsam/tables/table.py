@@ -178,13 +178,9 @@ def _same(a: Any, b: Any) -> bool:
 
 def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str]:
     """The run's cell values, or None and the reason it belongs to no cell of ``exp``."""
-    for key, expected in exp.fixed.items():
-        try:
-            actual = run.value(key)
-        except KeyError:
-            return None, f"no '{key}' in its config"
-        if not same_value(actual, expected):
-            return None, f"{key}={actual}, the table fixes {expected}"
+    why = _differs(run, exp.fixed, "the table fixes")
+    if why:
+        return None, why
     values = []
     for key in exp.axes:
         try:
@@ -195,18 +191,27 @@ def locate(exp: Experiment, run: RunRecord) -> tuple[tuple[Any, ...] | None, str
         if not match:
             return None, f"{key}={actual} is not in the table"
         values.append(match[0])
-    if tuple(values) not in exp.cells():
-        return None, f"{cell_key(tuple(values))} is not a cell of the table"
-    for key, expected in exp.settings_of(tuple(values)).items():
+    cell = tuple(values)
+    if cell not in exp.cells():
+        return None, f"{cell_key(cell)} is not a cell of the table"
+    why = _differs(run, exp.settings_of(cell), "the table sets", f" for {cell_key(cell)}")
+    if why:
+        return None, why
+    if run.seed not in exp.seeds:
+        return None, f"seed {run.seed} is not one of {list(exp.seeds)}"
+    return cell, ""
+
+
+def _differs(run: RunRecord, expected: dict[str, Any], verb: str, where: str = "") -> str:
+    """Why the run does not have the ``expected`` config values ('' when it has them)."""
+    for key, value in expected.items():
         try:
             actual = run.value(key)
         except KeyError:
-            return None, f"no '{key}' in its config"
-        if not same_value(actual, expected):
-            return None, f"{key}={actual}, the table sets {expected} for {cell_key(tuple(values))}"
-    if run.seed not in exp.seeds:
-        return None, f"seed {run.seed} is not one of {list(exp.seeds)}"
-    return tuple(values), ""
+            return f"no '{key}' in its config"
+        if not same_value(actual, value):
+            return f"{key}={actual}, {verb} {value}{where}"
+    return ""
 
 
 def _axis_values(exp: Experiment, key: str) -> list[Any]:
