@@ -46,9 +46,9 @@ class GSAM(TwoPassSAM):
         params: Iterable[Any],
         base: Callable[..., Optimizer],
         *,
-        rho_max: float = 0.15,
-        rho_min: float = 0.0,
-        alpha: float = 0.4,
+        rho_max: float = 0.15,  # the defaults of configs/optimizer/gsam.yaml
+        rho_min: float = 0.025,
+        alpha: float = 0.6,
         lr_max: float | None = None,
         lr_min: float = 0.0,
         steps: int = 1,

@@ -49,7 +49,7 @@ class WSAM(TwoPassSAM):
         params: Iterable[Any],
         base: Callable[..., Optimizer],
         *,
-        rho: float = 0.05,
+        rho: float = 0.15,  # the defaults of configs/optimizer/wsam.yaml
         gamma: float = 0.9,
         decouple: bool = True,
         steps: int = 1,
