@@ -167,6 +167,11 @@ DAMAGE = {
     "meta.json truncated": ("meta.json", lambda p: truncate(p, 0.6), "not valid JSON"),
     "summary.json truncated": ("summary.json", lambda p: truncate(p, 0.3), "not valid JSON"),
     "summary.json zero bytes": ("summary.json", lambda p: truncate(p, 0), "not valid JSON"),
+    "budget.json half-written": (
+        "budget.json",
+        lambda p: p.write_text('{"time_budget_s": 60, "first_ep'),
+        "not valid JSON",
+    ),
 }
 
 

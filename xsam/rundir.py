@@ -53,6 +53,7 @@ RUN_FILES = (
     "meta.json",
     "summary.json",
     "sharpness.json",
+    "budget.json",  # what a time budget fixed (xsam.budget); set aside, it is measured again
 )
 _REMEDY = (
     "rerun with resume=from_last_good to keep it aside as {aside} and go on from what is intact, "
