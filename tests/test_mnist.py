@@ -193,17 +193,7 @@ def test_get_data_rejects_a_corrupt_source_and_says_why_in_one_line(tmp_path):
     data = bytearray(gzip.decompress(labels.read_bytes()))
     data[-1] ^= 1  # one flipped bit
     labels.write_bytes(gzip.compress(bytes(data)))
-    done = get_data(
-        "fashion_mnist",
-        "--root",
-        str(tmp_path / "data"),
-        "--debian-dir",
-        str(debian),
-        "--no-install",
-        "--no-download",
-        "--checksums",
-        str(sums),
-    )
+    done = get_offline_fashion_mnist(tmp_path, debian, "--checksums", str(sums))
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "SHA-256" in done.stderr
     assert "train-labels-idx1-ubyte.gz" in done.stderr
@@ -212,13 +202,12 @@ def test_get_data_rejects_a_corrupt_source_and_says_why_in_one_line(tmp_path):
 
 def test_get_data_checks_the_original_sizes_without_a_checksum_file(tmp_path):
     debian, _, _ = fake_sources(tmp_path)  # small files: not the originals
-    done = get_data(
-        "fashion_mnist",
-        "--root",
-        str(tmp_path / "data"),
-        "--debian-dir",
-        str(debian),
-        "--no-install",
-        "--no-download",
-    )
+    done = get_offline_fashion_mnist(tmp_path, debian)
     assert done.returncode == 1 and "expected 47040016" in done.stderr
+
+
+def get_offline_fashion_mnist(tmp_path: Path, debian: Path, *more: str):
+    """get_data.py for Fashion-MNIST from a fake Debian folder only, into tmp_path/data."""
+    root, source = str(tmp_path / "data"), str(debian)
+    offline = ("--no-install", "--no-download")
+    return get_data("fashion_mnist", "--root", root, "--debian-dir", source, *offline, *more)
