@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config
+from xsam.run_identity import NOT_IN_RUN_IDENTITY
 
 
 def import_training_stack() -> None:
@@ -59,10 +60,6 @@ def import_training_stack() -> None:
 log = logging.getLogger("train")
 REPO = Path(__file__).resolve().parent
 # settings that change where or how a run is shown, not what it computes
-NOT_IN_HASH = (
-    *("run_root", "data_root", "logger", "loader", "progress", "sync_every", "device"),
-    *("resume", "objective"),
-)
 GROUPS = ("dataset", "model", "optimizer", "schedule")
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)  # and more once the stack is imported
 
@@ -179,7 +176,7 @@ def semantic_config(cfg: DictConfig) -> dict:
     OmegaConf.set_struct(cfg, False)
     cfg.data_root = "<data_root>"  # the same run on another cluster's storage is the same run
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_HASH}
+    semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_RUN_IDENTITY}
     if semantic.get("time_budget_s") is None:  # unset, it leaves earlier runs' hashes alone
         semantic.pop("time_budget_s", None)
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"

@@ -14,22 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xsam.experiments import Experiment, cell_key, same_value
+from xsam.run_identity import NOT_IN_RUN_IDENTITY
 from xsam.tables.collect import RunRecord
 
-# where a run was stored and how it was shown, not what it computed (cf. train.py's hash)
-_NOT_COMPARED = (
-    "seed",
-    "run_root",
-    "data_root",
-    "logger",
-    "loader",
-    "progress",
-    "sync_every",
-    "device",
-    "experiment",
-    "resume",
-    "objective",
-)
+# not what a run computes (the hash's list), nor what tells seeds and tables apart
+_NOT_COMPARED = ("seed", "experiment", *NOT_IN_RUN_IDENTITY)
 
 
 @dataclass
