@@ -10,21 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["debug=smoke", "train.limit_batches=1", "batch_size=100"]
 
 
 def train_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
+    return run_train(args, wandb_mode="disabled", timeout=300)
 
 
 def snapshot(root: Path, hydra: bool = True) -> dict[str, bytes]:

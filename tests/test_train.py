@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import run_train
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf, open_dict
@@ -39,16 +40,7 @@ def run_dirs(root: Path) -> list[Path]:
 
 
 def train_cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, str(REPO / "train.py"), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=600,
-        **kwargs,
-    )
+    return run_train(args, wandb_mode="offline", timeout=600, **kwargs)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
