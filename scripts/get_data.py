@@ -14,6 +14,7 @@ alone. Says which source it used; one line and exit status 1 when none works.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gzip
 import hashlib
 import json
@@ -156,9 +157,12 @@ def npm_files(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def torchvision_files(dataset: str) -> dict[str, Path]:
+    """Downloaded into a temporary folder, removed when the script ends (the files are
+    copied out by then)."""
     from torchvision.datasets import MNIST, FashionMNIST
 
     scratch = Path(tempfile.mkdtemp(prefix="xsam-get-data-"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     try:
         (MNIST if dataset == "mnist" else FashionMNIST)(str(scratch), download=True)
     except Exception as err:  # no network, a mirror down: one line
