@@ -1,5 +1,6 @@
 # make demo   set up .venv, run SGD / SAM / XSAM x 3 seeds on the embedded digits, print the table
 # make test   set up .venv and run the test suite
+# make test-fast   the suite without the `slow` end-to-end runs: the inner loop while editing
 # make wheelhouse   (networked machine) the wheel folder for make gpu-check on an offline GPU node
 # make gpu-check    (GPU node, its own Python with torch) tests and measures what a GPU shows: docs/GPU_CHECK.md
 PYTHON ?= python3
@@ -11,7 +12,7 @@ WHEELHOUSE ?= wheelhouse
 GPU_CHECK_OUT ?= gpu-check-report
 GPU_CHECK_BUDGET ?= 480
 
-.PHONY: install demo test lint bench clean-demo wheelhouse gpu-check
+.PHONY: install demo test test-fast lint bench clean-demo wheelhouse gpu-check
 
 install: $(VENV)/.installed
 
@@ -28,6 +29,9 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m 'not slow'
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -27,7 +27,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xsam.callbacks import record_failure
-from xsam.config_checks import ConfigError, check_config
+from xsam.config_checks import ConfigError, check_config, search_interval
 from xsam.run_identity import NOT_IN_RUN_IDENTITY
 
 
@@ -38,6 +38,7 @@ def import_training_stack() -> None:
     global evaluate_sharpness, fixed_batches, batch_loss, direction_diagnostics, sphere_diagnostics
     global DistEnv, any_rank, init_distributed, sum_over_ranks, weight_decay_groups, Preemption
     global DamagedRunDir, RunDir, config_hash, new_meta, run_name, WandbLogger, USER_ERRORS
+    global BatchClosure
     import torch
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -50,6 +51,7 @@ def import_training_stack() -> None:
     from xsam.diagnostics.sphere import sphere_diagnostics
     from xsam.distributed import DistEnv, any_rank, init_distributed, sum_over_ranks
     from xsam.models.param_groups import weight_decay_groups
+    from xsam.optim import BatchClosure
     from xsam.preemption import Preemption
     from xsam.rundir import DamagedRunDir, RunDir, config_hash, new_meta, run_name
     from xsam.wandb_logger import WandbLogger
@@ -281,14 +283,11 @@ def build_model(cfg: DictConfig, device: torch.device, ranks: DistEnv):
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module, steps_per_epoch: int):
-    every = cfg.optimizer.search_every
     params = model.named_parameters()  # (names: ASAM's adaptive_scope=weight reads them)
     if cfg.no_decay_norm_bias:  # ViT recipes: no weight decay on norm weights and biases
         params = weight_decay_groups(model, weight_decay=cfg.optimizer.base.weight_decay)
-    search_every = steps_per_epoch if every == "epoch" else every
-    # SAM's update needs no angle: form it on the steps that are logged (records, epoch ends)
-    angle_every = math.gcd(cfg.diagnostics.every, steps_per_epoch)
-    return instantiate(cfg.optimizer, search_every=search_every, angle_every=angle_every)(params)
+    every = search_interval(cfg.optimizer.get("search_every"), steps_per_epoch)
+    return instantiate(cfg.optimizer, search_every=every)(params)
 
 
 def build_loss(cfg: DictConfig):
@@ -348,7 +347,7 @@ class Loop:
         self.epochs = budget.realised_epochs(run_dir.path) or cfg.epochs  # time_budget_s fixes it
 
     def train(self, train_loader, test_loader, state: dict) -> dict:
-        steps_per_epoch = len(train_loader)  # (before a resumed epoch's offset shortens it)
+        self.steps_per_epoch = len(train_loader)  # (before a resumed epoch's offset shortens it)
         for epoch in range(state["epoch"] + 1, self.cfg.epochs + 1):
             if epoch > self.epochs:  # the time budget's realised length
                 break
@@ -358,7 +357,7 @@ class Loop:
             train_loader.sampler.set_epoch(epoch, start=stats.batches * train_loader.batch_size)
             stats = self.train_epoch(epoch, train_loader, stats)
             state["wall_time_s"] += time.perf_counter() - started
-            if self.stopping and stats.batches < steps_per_epoch:
+            if self.stopping and stats.batches < self.steps_per_epoch:
                 self.save(state | {"partial": stats.state_dict()}, epoch - 1)
                 log.warning("preempted: checkpoint at epoch %d step %d", epoch, self.opt.step_count)
                 return state
@@ -370,24 +369,45 @@ class Loop:
         return state
 
     def train_epoch(self, epoch: int, loader, stats: engine.EpochStats) -> engine.EpochStats:
-        probes = (self.cfg.diagnostics.directions_every, self.cfg.diagnostics.sphere_every)
-        probe = self.probe_directions if any(probes) else None
+        """One pass over ``loader`` (or its rest, continuing ``stats``), in the order it runs:
+        batch, step, record, stop. Train loss and accuracy are at the unperturbed weights."""
+        self.net.train()
+        timer = engine.StepTimer(self.device)
+        start = tick = time.perf_counter() - stats.seconds
         with ProgressBar(self.cfg, epoch, len(loader), self.ranks.is_main) as bar:
-            return engine.train_one_epoch(
-                self.net,
-                loader,
-                self.opt,
-                self.loss_fn,
-                device=self.device,
-                autocast_dtype=self.autocast,
-                channels_last=self.cfg.channels_last,
-                on_step=lambda stats: (bar.update(stats), self.record_step()),
-                before_step=probe,
-                check_every=self.cfg.sync_every,
-                batch_transform=self.mixup,
-                stats=stats,
-                should_stop=self.should_stop,
-            )
+            for batch in loader:
+                inputs, targets = engine.to_device(batch, self.device, self.cfg.channels_last)
+                if self.mixup is not None:  # soft targets
+                    inputs, targets = self.mixup(inputs, targets)
+                stats.data_seconds += time.perf_counter() - tick
+                self.probe_directions(inputs, targets)  # at w0, before the step (when due)
+
+                closure = BatchClosure(
+                    self.net, self.loss_fn, inputs, targets, autocast_dtype=self.autocast
+                )
+                last = stats.batches + 1 == self.steps_per_epoch
+                with timer.measure(searched=self.opt.is_search_step()):
+                    report = self.opt.step_and_report(closure, angle=self.logs(last))
+
+                stats.add(report.loss_0, closure.logits, targets)
+                bar.update(stats)
+                self.record_step(report)
+                if self.opt.step_count % self.cfg.sync_every == 0:
+                    engine.stop_if_skipped(self.opt)  # a host sync, so only every few steps
+
+                if self.should_stop():
+                    break
+                tick = time.perf_counter()
+        stats.seconds = time.perf_counter() - start
+        timer.add_to(stats)
+        engine.stop_if_skipped(self.opt)
+        return stats
+
+    def logs(self, last_of_epoch: bool) -> bool:
+        """Whether the next step is recorded (every ``diagnostics.every`` steps, and the epoch's
+        last for its record): SAM forms the angle on exactly those steps."""
+        every = self.cfg.diagnostics.every
+        return last_of_epoch or bool(every and (self.opt.step_count + 1) % every == 0)
 
     def should_stop(self) -> bool:
         """Stop for preemption at a step boundary all ranks agree on (every sync_every steps
@@ -397,19 +417,18 @@ class Loop:
         self.stopping = any_rank(self.preemption.requested, self.device)
         return self.stopping
 
-    def record_step(self) -> None:
+    def record_step(self, report) -> None:
         """Every ``diagnostics.every`` steps and on every alpha search: what the step saw."""
-        diag, every = self.opt.diagnostics, self.cfg.diagnostics.every
-        searched = "search_losses" in diag
-        if not (searched or (every and self.opt.step_count % every == 0)):
+        every = self.cfg.diagnostics.every
+        if not (report.searched or (every and self.opt.step_count % every == 0)):
             return
         record = {"step": self.opt.step_count}
-        record |= {f"diag/{k}": float(v) for k, v in diag.items() if v.ndim == 0}
-        if "loss_k" in diag:
-            record["diag/loss_increase"] = float(diag["loss_k"] - diag["loss_0"])
+        record |= {f"diag/{k}": float(v) for k, v in report.scalars().items()}
+        if report.loss_k is not None:
+            record["diag/loss_increase"] = float(report.loss_k - report.loss_0)
         curve = []
-        if searched:  # the loss-versus-alpha curve: one key per grid point in the file
-            alphas, losses = diag["search_alphas"].tolist(), diag["search_losses"].tolist()
+        if report.searched:  # the loss-versus-alpha curve: one key per grid point in the file
+            alphas, losses = report.search_alphas.tolist(), report.search_losses.tolist()
             curve = [list(point) for point in zip(alphas, losses, strict=True)]
             record |= {f"diag/search_loss/{alpha:.3g}": loss for alpha, loss in curve}
         self.write_step_record(record, wandb_skip="diag/search_loss/")
@@ -511,10 +530,10 @@ def epoch_record(epoch, opt, stats, test, lr, seconds) -> dict:
         "compute/forward_passes": opt.forward_passes,
         "compute/backward_passes": opt.backward_passes,
     }
-    diag = opt.diagnostics
     for key in ("alpha", "angle", "grad_norm_0", "grad_norm_k"):
-        if key in diag:
-            record[f"xsam/{key}"] = float(diag[key])
+        value = getattr(opt.report, key)
+        if value is not None:
+            record[f"xsam/{key}"] = float(value)
     return record
 
 

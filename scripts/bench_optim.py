@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -35,10 +34,11 @@ from torch.optim import SGD, Optimizer
 from xsam.benchmarking import Column, cpu_name, markdown_table
 from xsam.models import cifar_resnet
 from xsam.optim import GSAM, WSAM, XSAM, BatchClosure
+from xsam.optim.xsam import alpha_grid
 
 LR, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 1e-3  # the paper's base SGD
 RHO, RHO_MAX, ALPHA_MAX, ALPHA_DELTA = 0.15, 0.3, 2.0, 0.1
-GRID = len(np.arange(0.0, ALPHA_MAX + 1e-5, ALPHA_DELTA))  # 21 alpha-search passes
+GRID = len(alpha_grid(ALPHA_MAX, ALPHA_DELTA))  # 21 alpha-search passes
 NEVER = 10**9  # search_every for "dynamic XSAM between searches"
 CHECK_MAX_NUMEL = 2**16  # the equivalence check runs on the list's tensors up to this size
 
@@ -54,9 +54,7 @@ CHECK_MAX_NUMEL = 2**16  # the equivalence check runs on the list's tensors up t
 class PerTensorXSAM(Optimizer):
     """Baseline reproduction of the authors' per-tensor XSAM step, behind the closure API."""
 
-    def __init__(
-        self, params, base, *, rho, steps=1, alpha=1.0, search_every=None, eps=1e-12, angle_every=1
-    ):  # angle_every is ours alone: the authors' step always forms the plane
+    def __init__(self, params, base, *, rho, steps=1, alpha=1.0, search_every=None, eps=1e-12):
         super().__init__(params, {})
         self.base = base(self.param_groups)
         self.param_groups = self.base.param_groups
@@ -70,7 +68,8 @@ class PerTensorXSAM(Optimizer):
         return torch.norm(torch.stack([t.norm(p=2) for t in tensors]), p=2)
 
     @torch.no_grad()
-    def step(self, closure):  # type: ignore[override]
+    def step(self, closure, angle=True):  # type: ignore[override]
+        """``angle`` is ours alone: the authors' step always forms the plane."""
         for p in (p for g in self.param_groups for p in g["params"]):
             self.state[p]["data_0"] = p.data.clone()  # backup
         loss_0 = self._gradient_pass(closure)  # the loss at w0, as ours returns
@@ -124,7 +123,7 @@ class PerTensorXSAM(Optimizer):
 
     def _search_alpha(self, closure, params: list[Tensor]) -> float:
         best_alpha, max_loss, t_device = 0.0, -math.inf, params[0].device
-        for alpha in np.arange(0.0, ALPHA_MAX + 1e-5, ALPHA_DELTA):
+        for alpha in alpha_grid(ALPHA_MAX, ALPHA_DELTA):
             self._set_direction(params, float(alpha), torch.tensor(RHO_MAX, device=t_device))
             for p in params:
                 p.data = self.state[p]["data_0"] + p.grad
@@ -144,6 +143,7 @@ class Method:
     settings: dict | None  # XSAM keyword arguments; None: base SGD alone
     streams: int
     kind: str = "xsam"  # a key of BASELINES for the GSAM and WSAM rows
+    angle: bool = False  # step(closure, angle=True): SAM forms the plane, as on logged steps
 
     @property
     def is_search(self) -> bool:
@@ -152,9 +152,9 @@ class Method:
 
 METHODS = [
     Method("SGD (base step alone)", None, 5),
-    Method("SAM (k=1, alpha=1)", dict(steps=1, alpha=1.0, angle_every=None), 10),
-    Method("SAM, angle formed (logged steps)", dict(steps=1, alpha=1.0, angle_every=1), 13),
-    Method("multi-step SAM (k=3)", dict(steps=3, alpha=1.0, angle_every=None), 18),
+    Method("SAM (k=1, alpha=1)", dict(steps=1, alpha=1.0), 10),
+    Method("SAM, angle formed (logged steps)", dict(steps=1, alpha=1.0), 13, angle=True),
+    Method("multi-step SAM (k=3)", dict(steps=3, alpha=1.0), 18),
     Method("XSAM static (alpha=0.5)", dict(steps=1, alpha=0.5), 14),
     Method("XSAM dynamic, non-search step", dict(steps=1, search_every=NEVER), 14),
     Method("XSAM dynamic, search step", dict(steps=1, search_every=1), 15 + 4 * GRID),
@@ -412,7 +412,12 @@ def optimizer_only(template: list[Tensor], args: argparse.Namespace) -> tuple[li
             opt, closure = build(method, params, impl), preset_closure(params, seed=i)
             if method.settings is None:
                 closure()  # SGD alone: gradients set once, the timed call is opt.step()
-            group[impl], pair[impl] = (partial(opt.step, closure), n), opt
+            step = (
+                partial(opt.step, closure, angle=True)
+                if method.angle
+                else partial(opt.step, closure)
+            )
+            group[impl], pair[impl] = (step, n), opt
         groups.append((group, repeats))
         opts.append(pair)
     return time_groups(groups, device), opts
@@ -434,7 +439,8 @@ def calls_and_repeats(
 def full_step_fn(net: nn.Module, opt: Optimizer, method: Method, x: Tensor, y: Tensor):
     loss_fn = nn.functional.cross_entropy
     if method.settings is not None:
-        return lambda: opt.step(BatchClosure(net, loss_fn, x, y))
+        angle = dict(angle=True) if method.angle else {}
+        return lambda: opt.step(BatchClosure(net, loss_fn, x, y), **angle)
 
     def sgd_step() -> None:
         opt.zero_grad(set_to_none=True)

@@ -6,8 +6,8 @@
 
 Every number comes from the real code: a synthetic CIFAR-10 (random pixels, 50,000 training
 images) written in the real pickle format and loaded by ``cifar_splits``, a CIFAR ResNet-18
-from ``xsam.models``, ``xsam.optim.XSAM`` in each configuration, and the real training loop
-``xsam.engine.train_one_epoch`` (``BatchClosure``, ``opt.step``). Two data paths:
+from ``xsam.models``, ``xsam.optim.XSAM`` in each configuration, and each step as the real
+training loop takes it (``BatchClosure``, ``opt.step``). Two data paths:
 
 * torchvision: ``xsam.data.loader.build_loader`` (a DataLoader, per-sample v2 transforms in
   ``--workers`` processes, batches copied to the device);
@@ -47,12 +47,13 @@ from xsam.data.cifar import cifar_splits
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.loader import build_loader
 from xsam.models import SmallCNN, cifar_resnet
-from xsam.optim import XSAM
+from xsam.optim import XSAM, BatchClosure
 
 REPO = Path(__file__).resolve().parents[1]
 LR, MOMENTUM, WEIGHT_DECAY, RHO = 0.05, 0.9, 1e-3, 0.15  # the paper's CIFAR settings
 CIFAR_TRAIN = 50_000  # images per epoch, for the per-epoch cost of the alpha search
 PATHS = ("torchvision", "fast")
+LOSS = nn.CrossEntropyLoss()
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ class Method:
 
 METHODS = (
     Method("SGD", dict(rho=0.0, steps=0)),
-    Method("SAM", dict(steps=1, alpha=1.0, angle_every=None)),  # angle: logged steps only
+    Method("SAM", dict(steps=1, alpha=1.0)),  # the angle: logged steps only
     Method("XSAM static", dict(steps=1, alpha=0.5)),
     Method("XSAM dynamic", dict(steps=1, alpha=0.5)),  # timed with XSAM static, see above
-    Method("MSAM k=2", dict(steps=2, alpha=1.0, angle_every=None)),
-    Method("MSAM k=3", dict(steps=3, alpha=1.0, angle_every=None)),
+    Method("MSAM k=2", dict(steps=2, alpha=1.0)),
+    Method("MSAM k=3", dict(steps=3, alpha=1.0)),
 )
 TIMED = [m for m in METHODS if m.label != "XSAM dynamic"]
 XSAM_ROWS = ("XSAM static", "XSAM dynamic")  # the rows held to within 2% of SAM
@@ -130,18 +131,17 @@ def build_model(args, device: torch.device) -> nn.Module:
 
 
 def train_steps(model, opt, batches: Iterator, steps: int, device, args) -> float:
-    """Seconds per step over ``steps`` steps of the real loop (synchronized at both ends)."""
+    """Seconds per step over ``steps`` steps as train.py's loop takes them (batch to the
+    device, ``BatchClosure``, ``opt.step``), synchronized at both ends."""
+    model.train()
+    autocast = torch.bfloat16 if args.bf16 else None
     sync(device)
     start = time.perf_counter()
-    engine.train_one_epoch(
-        model,
-        islice(batches, steps),
-        opt,
-        nn.CrossEntropyLoss(),
-        device=device,
-        autocast_dtype=torch.bfloat16 if args.bf16 else None,
-        channels_last=args.channels_last,
-    )  # ends with a host read of the skipped-step counter
+    for batch in islice(batches, steps):
+        inputs, targets = engine.to_device(batch, device, args.channels_last)
+        closure = BatchClosure(model, LOSS, inputs, targets, autocast_dtype=autocast)
+        opt.step(closure)
+    engine.stop_if_skipped(opt)  # the loop's host read of the skipped-step counter
     sync(device)
     return (time.perf_counter() - start) / steps
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 Vector = list[torch.Tensor]  # one float64 tensor per parameter: a global vector
@@ -71,12 +73,25 @@ def alpha_grid(alpha_max: float, alpha_delta: float) -> list[float]:
     return [float(a) for a in np.arange(0.0, alpha_max + 1e-5, alpha_delta)]
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def suite_settings(**overrides) -> dict[str, Any]:
+    """configs/optimizer/xsam.yaml's settings (the suite's record of the defaults, which a
+    test holds equal to XSAM's keyword defaults), as explicit oracle arguments."""
+    stated = OmegaConf.to_container(OmegaConf.load(REPO / "configs/optimizer/xsam.yaml"))
+    keys = ("rho", "steps", "alpha", "rho_max", "alpha_max", "alpha_delta", "adaptive", "eta")
+    return {**{k: stated[k] for k in keys}, "eps": float(stated["eps"]), "search_every": None,
+            **overrides}  # fmt: skip
+
+
 class ReferenceXSAM:
     """One XSAM step at a time; keyword arguments as `xsam.optim.XSAM`.
 
     `params_or_model` is a module (its parameters, and its buffers restored after every
     pass but the first) or a list of parameters. `base` is a ready torch optimizer over
-    the same parameters. `step(loss_fn)` returns a record of what it computed.
+    the same parameters. `step(loss_fn)` returns a record of what it computed. Every
+    setting is explicit: `suite_settings()` gives the ones the suite's YAML states.
     """
 
     def __init__(
@@ -85,15 +100,15 @@ class ReferenceXSAM:
         base: torch.optim.Optimizer,
         *,
         rho: float,
-        steps: int = 1,
-        alpha: float = 1.0,
-        search_every: int | None = None,
-        rho_max: float = 0.3,
-        alpha_max: float = 2.0,
-        alpha_delta: float = 0.1,
-        adaptive: bool = False,
-        eta: float = 0.01,
-        eps: float = 1e-12,
+        steps: int,
+        alpha: float,
+        search_every: int | None,
+        rho_max: float,
+        alpha_max: float,
+        alpha_delta: float,
+        adaptive: bool,
+        eta: float,
+        eps: float,
     ) -> None:
         if isinstance(params_or_model, nn.Module):
             self.params = list(params_or_model.parameters())

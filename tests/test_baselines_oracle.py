@@ -90,15 +90,15 @@ def run_pair(cls, ref_cls, settings, base=SGD, steps=STEPS):
     opt, ref = build(model, cls, settings, base), reference(ref_model, ref_cls, settings, base)
     schedules = [CosineAnnealingLR(o, T_max=steps) for o in (opt, ref.base)]
     for x, y in batches(steps):
-        loss = opt.step(BatchClosure(model, F.cross_entropy, x, y))
+        diag = opt.step_and_report(BatchClosure(model, F.cross_entropy, x, y), angle=True)
+        loss = diag.loss_0
         rec = ref.step(lambda x=x, y=y: F.cross_entropy(ref_model(x), y))
         assert_same_models(model, ref_model, opt.base, ref.base)
-        diag = opt.diagnostics
         assert abs(float(loss) - rec["loss_0"]) <= TOL
         for key in ("loss_0", "loss_k", "grad_norm_0", "grad_norm_k", "angle"):
-            assert abs(float(diag[key]) - rec[key]) <= TOL, key
+            assert abs(float(getattr(diag, key)) - rec[key]) <= TOL, key
         if "rho" in rec:
-            assert abs(float(diag["rho"]) - rec["rho"]) <= 1e-15
+            assert abs(float(diag.rho) - rec["rho"]) <= 1e-15
         for s in schedules:
             s.step()
     return opt, ref
@@ -127,7 +127,7 @@ def test_gsam_rho_follows_the_learning_rate_down_to_rho_min():
     for x, y in batches(5):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step(BatchClosure(model, F.cross_entropy, x, y))
-        rhos.append(float(opt.diagnostics["rho"]))
+        rhos.append(float(opt.report.rho))
         schedule.step()
     assert rhos[0] == pytest.approx(0.3, abs=1e-15)  # lr_max: rho_max
     assert lrs[-1] == pytest.approx(0.0, abs=1e-15)  # the cosine's end
@@ -185,7 +185,7 @@ def assert_same_trajectory(a, b, tol):
 def test_gsam_alpha_zero_constant_rho_is_sam(base):
     gsam = trajectory(GSAM, dict(rho_max=0.2, rho_min=0.2, alpha=0.0), base)
     assert_same_trajectory(gsam, sam_trajectory(base, rho=0.2), tol=1e-14)
-    assert {float(gsam[1].diagnostics["rho"])} == {0.2}
+    assert {float(gsam[1].report.rho)} == {0.2}
 
 
 @pytest.mark.parametrize("base", [SGD, ADAMW], ids=["sgd_momentum_wd", "adamw"])
@@ -333,7 +333,7 @@ def test_non_finite_step_is_skipped_and_weights_restored_exactly(method, fused):
     ((x, y),) = batches(1, seed=5)
     x[0, 0] = float("nan")
     loss = opt.step(BatchClosure(model, F.cross_entropy, x, y))
-    assert not torch.isfinite(loss) and not opt.diagnostics["finite"]
+    assert not torch.isfinite(loss) and not opt.report.finite
     assert int(opt.skipped_steps) == 1
     for k, v in model.named_parameters():
         assert torch.equal(v, weights[k]), k
@@ -368,7 +368,7 @@ def test_save_load_continue_is_bit_identical(method):
     for k, v in whole[0].state_dict().items():
         assert torch.equal(v, second[0].state_dict()[k]), k
     assert second[1].step_count == whole[1].step_count == 8
-    assert torch.equal(second[1].diagnostics["rho"], whole[1].diagnostics["rho"])
+    assert torch.equal(second[1].report.rho, whole[1].report.rho)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from formats import accept_cifar_checksums, write_cifar
-from oracle import ReferenceXSAM, dot, norm
+from oracle import ReferenceXSAM, dot, norm, suite_settings
 from test_device_cifar import (
     CHI2_DF8,
     CHI2_DF31,
@@ -244,7 +244,9 @@ def test_xsam_on_cuda_follows_the_float64_reference(method, fused):
     sgd = dict(lr=0.1, momentum=0.9, weight_decay=1e-3)
     opt = XSAM(model.parameters(), partial(torch.optim.SGD, **sgd, fused=fused), **METHODS[method])
     ref = ReferenceXSAM(
-        ref_model, torch.optim.SGD(ref_model.parameters(), **sgd), **METHODS[method]
+        ref_model,
+        torch.optim.SGD(ref_model.parameters(), **sgd),
+        **suite_settings(**METHODS[method]),
     )
     g = torch.Generator().manual_seed(1)
     for _ in range(5):
@@ -253,7 +255,7 @@ def test_xsam_on_cuda_follows_the_float64_reference(method, fused):
         loss = opt.step(BatchClosure(model, F.cross_entropy, x.to(DEVICE), y.to(DEVICE)))
         rec = ref.step(lambda x=x, y=y: F.cross_entropy(ref_model(x), y))
         assert abs(float(loss) - rec["loss_0"]) <= 1e-10
-        assert abs(float(opt.diagnostics["alpha"]) - rec["alpha"]) <= 1e-12
+        assert abs(float(opt.report.alpha) - rec["alpha"]) <= 1e-12
         for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
             torch.testing.assert_close(p.detach().cpu(), q.detach(), rtol=0, atol=1e-10)
             buf = opt.base.state[p]["momentum_buffer"].cpu()
@@ -283,22 +285,22 @@ def snapshot(model: nn.Module, opt: XSAM) -> list[torch.Tensor]:
 def test_fused_sgd_skips_a_non_finite_step_on_the_device_with_no_host_sync(method):
     model = plain_net().to(DEVICE)
     base = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3, fused=True)
-    opt = XSAM(model.parameters(), base, **{**METHODS[method], "angle_every": 1})
+    opt = XSAM(model.parameters(), base, **METHODS[method])
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(16, 3, 8, 8, generator=g).to(DEVICE), torch.randint(0, 10, (16,)).to(DEVICE)
     bad = x.clone()
     bad[3, 1, 2, 2] = float("nan")
     for _ in range(2):  # the momentum buffers, alpha and the skip counter now live on the device
-        opt.step(BatchClosure(model, F.cross_entropy, x, y))
+        opt.step_and_report(BatchClosure(model, F.cross_entropy, x, y), angle=True)
     before = snapshot(model, opt)
     with no_host_sync():
-        opt.step(BatchClosure(model, F.cross_entropy, bad, y))
-    assert not bool(opt.diagnostics["finite"]) and int(opt.skipped_steps) == 1
+        opt.step_and_report(BatchClosure(model, F.cross_entropy, bad, y), angle=True)
+    assert not bool(opt.report.finite) and int(opt.skipped_steps) == 1
     after = snapshot(model, opt)
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))  # nothing moved
     with no_host_sync():
         opt.step(BatchClosure(model, F.cross_entropy, x, y))
-    assert bool(opt.diagnostics["finite"]) and int(opt.skipped_steps) == 1
+    assert bool(opt.report.finite) and int(opt.skipped_steps) == 1
     assert not torch.equal(snapshot(model, opt)[0], after[0])  # a finite step steps
 
 
@@ -443,7 +445,9 @@ def deterministic():
 
 
 def train_batches(model, opt, loader) -> None:
-    engine.train_one_epoch(model, loader, opt, nn.CrossEntropyLoss(), device=DEVICE)
+    for batch in loader:
+        inputs, targets = engine.to_device(batch, DEVICE, channels_last=False)
+        opt.step(BatchClosure(model, nn.CrossEntropyLoss(), inputs, targets))
 
 
 def test_training_resumed_mid_epoch_on_cuda_is_bit_exact(splits, deterministic):
@@ -553,5 +557,5 @@ def test_torch_compile_of_a_model_under_xsam(strict_fp32):
     opts["compiled"].search_every = 1  # the 21 no-grad search passes through the compiled net
     x, y = cifar_batches(1)[0]
     opts["compiled"].step(BatchClosure(compiled, F.cross_entropy, x, y))
-    losses = opts["compiled"].diagnostics["search_losses"]
+    losses = opts["compiled"].report.search_losses
     assert losses.shape == (21,) and bool(torch.isfinite(losses).all())

@@ -16,6 +16,7 @@ import torch
 from matplotlib.image import imread
 from torch import nn
 
+from xsam import optim
 from xsam.diagnostics import (
     batch_loss,
     circle_max,
@@ -171,7 +172,6 @@ def test_plane_geometry(net, steps):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_plane_matches_the_optimizer(net, steps):
     """An independent recomputation of what XSAM measures on one step."""
-    optim = pytest.importorskip("xsam.optim")
     model, batch = net
     (x, y), params = batch[0], list(model.parameters())
     closure_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
@@ -185,13 +185,12 @@ def test_plane_matches_the_optimizer(net, steps):
         search_every=1,
         rho_max=0.4,
     )
-    opt.step(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
-    d = opt.diagnostics
-    assert d["angle"].item() == pytest.approx(plane.t, abs=1e-5)
-    assert d["grad_norm_0"].item() == pytest.approx(plane.grad_norm_0, rel=1e-5)
-    assert d["grad_norm_k"].item() == pytest.approx(plane.grad_norm_k, rel=1e-5)
-    assert d["loss_k"].item() == pytest.approx(plane.loss_k, rel=1e-5)
-    np.testing.assert_allclose(d["search_losses"].cpu().numpy(), losses, rtol=1e-5)
+    d = opt.step_and_report(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
+    assert d.angle.item() == pytest.approx(plane.t, abs=1e-5)
+    assert d.grad_norm_0.item() == pytest.approx(plane.grad_norm_0, rel=1e-5)
+    assert d.grad_norm_k.item() == pytest.approx(plane.grad_norm_k, rel=1e-5)
+    assert d.loss_k.item() == pytest.approx(plane.loss_k, rel=1e-5)
+    np.testing.assert_allclose(d.search_losses.cpu().numpy(), losses, rtol=1e-5)
 
 
 def test_landscape_grid_equals_direct_loss_evaluations(net):
@@ -386,7 +385,6 @@ def test_angle_figure_title_says_what_it_shows(tmp_path):
 @pytest.mark.parametrize("steps", [1, 3])
 def test_plane_matches_the_optimizer_with_the_asam_ascent(net, steps, scope):
     """asam / xsam_asam runs: the probe measures the optimizer's adaptive plane."""
-    optim = pytest.importorskip("xsam.optim")
     model, batch = net
     (x, y), params = batch[0], list(model.parameters())
     closure_fn = batch_loss(model, nn.functional.cross_entropy, batch, bn="batch")
@@ -403,11 +401,11 @@ def test_plane_matches_the_optimizer_with_the_asam_ascent(net, steps, scope):
     assert bool(opt.unscaled) == (scope == "weight")  # the biases
     plane = xsam_plane(closure_fn, params, rho=0.5, steps=steps, **ascent)
     euclidean = xsam_plane(closure_fn, params, rho=0.5, steps=steps)
-    opt.step(optim.BatchClosure(model, nn.functional.cross_entropy, x, y))
-    d = opt.diagnostics
-    assert d["angle"].item() == pytest.approx(plane.t, abs=1e-5)
-    assert d["loss_k"].item() == pytest.approx(plane.loss_k, rel=1e-5)
-    assert d["grad_norm_k"].item() == pytest.approx(plane.grad_norm_k, rel=1e-5)
+    closure = optim.BatchClosure(model, nn.functional.cross_entropy, x, y)
+    d = opt.step_and_report(closure, angle=True)  # SAM's update: the angle only when asked
+    assert d.angle.item() == pytest.approx(plane.t, abs=1e-5)
+    assert d.loss_k.item() == pytest.approx(plane.loss_k, rel=1e-5)
+    assert d.grad_norm_k.item() == pytest.approx(plane.grad_norm_k, rel=1e-5)
     assert abs(euclidean.t - plane.t) > 1e-3  # the Euclidean plane is another one
 
 

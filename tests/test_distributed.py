@@ -59,7 +59,7 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
             {
                 "params": [p.detach() for p in model.parameters()],
                 "alphas": alphas,
-                "angle": opt.diagnostics["angle"],
+                "angle": opt.report.angle,
             },
             out,
         )
@@ -81,7 +81,7 @@ def test_two_ranks_equal_one_process_including_alpha_search(tmp_path):
     assert alphas == two["alphas"] and len(set(alphas)) > 1  # the same, changing, alpha
     for p, q in zip(model.parameters(), two["params"], strict=True):
         torch.testing.assert_close(p.detach(), q, rtol=0, atol=1e-12)
-    torch.testing.assert_close(opt.diagnostics["angle"], two["angle"], rtol=0, atol=1e-10)
+    torch.testing.assert_close(opt.report.angle, two["angle"], rtol=0, atol=1e-10)
 
 
 @pytest.mark.slow

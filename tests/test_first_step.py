@@ -37,7 +37,7 @@ def test_non_finite_first_step_over_fused_sgd_leaves_momentum_untouched(settings
     reference = XSAM(fresh.parameters(), base=FUSED_SGD, **settings)
     weights = copy.deepcopy(model.state_dict())
     step(model, opt, poison=True)
-    assert not opt.diagnostics["finite"] and int(opt.skipped_steps) == 1
+    assert not opt.report.finite and int(opt.skipped_steps) == 1
     assert not opt.base.state  # no momentum buffer was created, garbage or not
     for key, value in model.state_dict().items():
         assert torch.equal(value, weights[key])

@@ -1,13 +1,18 @@
 """XSAM's contract beyond the maths: bad settings, non-finite steps, exact resume, BN."""
 
 import copy
+import inspect
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from xsam.optim import XSAM, BatchClosure, frozen_bn_stats
+from xsam.optim import GSAM, WSAM, XSAM, BatchClosure, frozen_bn_stats
+
+REPO = Path(__file__).resolve().parents[1]
 
 SGD = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
 
@@ -41,7 +46,9 @@ def train(model, opt, data) -> None:
         (dict(rho_max=0.0), "rho_max"),
         (dict(search_every=0), "search_every"),
         (dict(eta=-1.0), "eta"),
-        (dict(angle_every=0), "angle_every"),
+        (dict(rho="0.1"), "rho"),
+        (dict(alpha=None), "alpha"),
+        (dict(adaptive="yes"), "adaptive"),
     ],
 )
 def test_bad_settings_raise_naming_the_setting(settings, name):
@@ -79,7 +86,7 @@ def test_non_finite_step_is_skipped_and_weights_restored_exactly(fused, settings
     x[0, 0] = float("nan")
     loss = opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
     assert not torch.isfinite(loss)
-    assert not opt.diagnostics["finite"]
+    assert not opt.report.finite
     assert int(opt.skipped_steps) == 1
     params = {
         k: v for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k
@@ -128,15 +135,16 @@ def test_save_load_continue_is_bit_identical(settings):
 @pytest.mark.parametrize("settings", [dict(), dict(steps=3), dict(adaptive=True)])
 def test_sam_update_does_not_depend_on_when_the_angle_is_computed(settings):
     """alpha fixed at 1 updates with g_k whether or not the step forms the plane for the
-    angle diagnostic; the angle appears on the angle_every-th steps only."""
+    angle diagnostic; the angle appears on the steps that ask for it only."""
     data, weights, angle_steps = batches(7), {}, {}
     for every in (1, 3, None):
         model = bn_net()
-        opt = XSAM(model.parameters(), base=SGD, angle_every=every, **settings)
+        opt = XSAM(model.parameters(), base=SGD, **settings)
         angle_steps[every] = []
         for x, y in data:
-            opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
-            if "angle" in opt.diagnostics:
+            asked = every is not None and (opt.step_count + 1) % every == 0
+            closure = BatchClosure(model, nn.functional.cross_entropy, x, y)
+            if opt.step_and_report(closure, angle=asked).angle is not None:
                 angle_steps[every].append(opt.step_count)
         weights[every] = model.state_dict()
     assert angle_steps == {1: [1, 2, 3, 4, 5, 6, 7], 3: [3, 6], None: []}
@@ -146,10 +154,10 @@ def test_sam_update_does_not_depend_on_when_the_angle_is_computed(settings):
 
 def test_configurations_that_need_the_plane_report_the_angle_every_step():
     model = bn_net()
-    opt = XSAM(model.parameters(), base=SGD, alpha=0.5, angle_every=None)
+    opt = XSAM(model.parameters(), base=SGD, alpha=0.5)
     for x, y in batches(3):
         opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
-        assert 0.0 <= float(opt.diagnostics["angle"]) <= torch.pi
+        assert 0.0 <= float(opt.report.angle) <= torch.pi
 
 
 def test_lr_scheduler_attaches_to_the_optimizer():
@@ -185,3 +193,26 @@ def test_frozen_bn_stats_restores_tracking_and_leaves_eval_alone():
         model(torch.randn(8, 4))
         assert not model[1].track_running_stats
     assert model[1].track_running_stats and int(model[1].num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize("name, cls", [("xsam", XSAM), ("gsam", GSAM), ("wsam", WSAM)])
+def test_keyword_defaults_are_the_settings_the_yaml_states(name, cls):
+    """The optimizer group's YAML and the class's keyword defaults state the same values (the
+    YAML is what a run records; the defaults are what a drop-in user gets)."""
+    stated = OmegaConf.load(REPO / "configs" / "optimizer" / f"{name}.yaml")
+    defaults = {
+        k: p.default
+        for k, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    compared = [  # not search_every ('epoch' is the loop's) nor an interpolation (${lr})
+        k
+        for k in stated
+        if k in defaults and k != "search_every" and not OmegaConf.is_interpolation(stated, k)
+    ]
+    assert len(compared) >= 4, compared
+    for key in compared:
+        value, default = stated[key], defaults[key]
+        if type(default) in (int, float):  # YAML may spell 1e-12 as a string
+            value = type(default)(float(value))
+        assert value == default, f"{name}.yaml {key}={stated[key]!r}, class default {default!r}"

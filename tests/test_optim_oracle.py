@@ -20,6 +20,7 @@ from oracle import (
     direction,
     dot,
     norm,
+    suite_settings,
     textbook_sam_step,
     unit,
 )
@@ -112,6 +113,7 @@ class Pair:
     def __init__(self, model, settings, base=SGD_MOMENTUM, groups=all_params, loss_fn=None):
         self.model, self.ref_model = copy.deepcopy(model), copy.deepcopy(model)
         base_cls, base_kw = base
+        settings = suite_settings(**settings)  # both given every setting explicitly
         self.opt = XSAM(groups(self.model), base=partial(base_cls, **base_kw), **settings)
         ref_base = base_cls(groups(self.ref_model), **base_kw)
         self.ref = ReferenceXSAM(self.ref_model, ref_base, **settings)
@@ -119,10 +121,11 @@ class Pair:
 
     def step(self, x, y):
         """One step of both; asserts equal states; returns (loss, diagnostics, record)."""
-        loss = self.opt.step(BatchClosure(self.model, self.loss_fn, x, y))
+        report = self.opt.step_and_report(BatchClosure(self.model, self.loss_fn, x, y), angle=True)
         rec = self.ref.step(lambda: self.loss_fn(self.ref_model(x), y))
         self.assert_same_state()
-        return loss, {k: v.clone() for k, v in self.opt.diagnostics.items()}, rec
+        diag = {k: v.clone() for k, v in vars(report).items() if v is not None}
+        return report.loss_0, diag, rec
 
     def assert_same_state(self):
         pairs = zip(self.model.named_parameters(), self.ref_model.parameters(), strict=True)
@@ -305,9 +308,10 @@ def test_k1_v0_is_normalized_g0_and_sgdplus_update():
     t = math.acos(
         sum(float((a * b).sum()) for a, b in zip(g_0, g_1, strict=True)) / norm(g_0) / norm(g_1)
     )
-    assert float(opt.diagnostics["angle"]) == pytest.approx(t, abs=TOL)
+    assert float(opt.report.angle) == pytest.approx(t, abs=TOL)
 
-    ref = ReferenceXSAM(ref_net, torch.optim.SGD(ref_net.parameters(), lr=1.0), rho=rho, alpha=0)
+    ref_base = torch.optim.SGD(ref_net.parameters(), lr=1.0)
+    ref = ReferenceXSAM(ref_net, ref_base, **suite_settings(rho=rho, alpha=0))
     v0 = ref.step(partial(batch_loss, ref_net, x, y))["v0"]
     for a, g in zip(v0, g_0, strict=True):
         assert max_diff(a, g / norm(g_0)) <= 1e-12
@@ -417,7 +421,7 @@ def test_forward_passes_per_step(k, alpha_max, alpha_delta, grid_size):
         assert closure.calls.count((False, False)) == searches  # search passes, no_grad
         assert opt.forward_passes - forward == k + 1 + searches
         assert opt.backward_passes - backward == k + 1
-        assert len(opt.diagnostics.get("search_alphas", [])) == searches
+        assert len(opt.report.search_alphas if opt.report.searched else []) == searches
 
 
 def train(model, settings, data, make_closure=BatchClosure):

@@ -13,11 +13,12 @@ import pytest
 import torch
 from cli import run_train
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf, open_dict
 
 import train
 from xsam.config_checks import ConfigError
+from xsam.optim import XSAM
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -62,11 +63,30 @@ def test_two_epoch_smoke_run_per_optimizer(tmp_path, optimizer):
         assert all(0 <= r["xsam/angle"] <= torch.pi for r in records)
 
 
-@pytest.mark.parametrize("every, expected", [(0, 8), (4, 4), (3, 1), (16, 8)])
-def test_sam_forms_its_angle_on_the_logged_steps(every, expected):
-    cfg, _ = compose_run(["optimizer=sam", f"diagnostics.every={every}"])
-    opt = train.build_optimizer(cfg, torch.nn.Linear(2, 1), steps_per_epoch=8)
-    assert opt.angle_every == expected  # divides both every and the epoch length
+@pytest.mark.parametrize("every", [0, 3])
+def test_sam_forms_its_angle_on_exactly_the_logged_steps(tmp_path, monkeypatch, every):
+    """The loop asks for the angle on the steps it records (every ``diagnostics.every``-th and
+    each epoch's last): each record has it, and the steps between them never form the plane
+    (their cost is SAM's own, which test_optim_api shows gives the same weights)."""
+    args = ["optimizer=sam", f"diagnostics.every={every}", "train.limit_batches=4"]
+    cfg, choices = compose_run([f"run_root={tmp_path}", *FAST, *args])
+    asked, step_and_report = [], XSAM.step_and_report
+
+    def recorded(opt, closure, *, angle=False):  # the real step, its angle request noted
+        asked.append(angle)
+        return step_and_report(opt, closure, angle=angle)
+
+    monkeypatch.setattr(XSAM, "step_and_report", recorded)
+    train.run(cfg, choices)
+    logged = {4, 8} | ({3, 6} if every else set())  # 2 epochs of 4 steps
+    assert [i + 1 for i, a in enumerate(asked) if a] == sorted(logged)
+    (run_dir,) = run_dirs(tmp_path)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= r["xsam/angle"] <= torch.pi for r in records)
+    if every:
+        lines = (run_dir / "diagnostics.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in lines if "diag/angle" in line]
+        assert steps == [3, 6]
 
 
 def test_relaunching_a_finished_run_does_nothing(tmp_path, caplog):
@@ -233,10 +253,22 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", ["dataset", "model", "optimizer", "schedule", "logger"])
 def test_every_config_option_composes_and_resolves(group):
+    """Each option composes, leaves no ``???`` value, and names importable targets."""
     for option in options(group):
         cfg, choices = compose_run([f"{group}={option}"])
         assert choices[group] == option
-        assert OmegaConf.to_container(cfg, resolve=True)[group]
+        assert not OmegaConf.missing_keys(cfg), (option, OmegaConf.missing_keys(cfg))
+        node = OmegaConf.to_container(cfg, resolve=True)[group]
+        for target in _targets(node):
+            assert callable(get_object(target)), (option, target)
+
+
+def _targets(node):
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield node["_target_"]
+        for value in node.values():
+            yield from _targets(value)
 
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
@@ -245,9 +277,12 @@ def test_every_optimizer_and_schedule_builds(optimizer, schedule):
     cfg, _ = compose_run([f"optimizer={optimizer}", f"schedule={schedule}"])
     opt = train.build_optimizer(cfg, torch.nn.Linear(2, 2), steps_per_epoch=5)
     schedule = instantiate(cfg.schedule)(opt)
-    assert opt.search_every == (
-        5 if cfg.optimizer.search_every == "epoch" else cfg.optimizer.search_every
-    )
+    searches_per_epoch = {"xsam": 1, "xsam_asam": 1}.get(optimizer, 0)  # search_every: epoch
+    searched = []
+    for _ in range(10):  # two epochs of 5 steps
+        searched.append(opt.is_search_step())
+        opt.step_count += 1
+    assert searched == ([True] + [False] * 4) * 2 if searches_per_epoch else not any(searched)
     assert opt.param_groups[0]["lr"] == cfg.lr
 
 

@@ -1,4 +1,7 @@
-"""Train and evaluate one epoch. The loop never knows which optimizer of the family runs."""
+"""The parts train.py's epoch loop is made of: the epoch's sums, batches moved to the device,
+the optimizer's time, the skipped-step check, and evaluation. The loop itself (train.py's
+``Loop.train_epoch``) reads top to bottom in the order it runs; it never knows which
+optimizer of the family runs."""
 
 import time
 from collections.abc import Callable, Iterator
@@ -10,7 +13,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from xsam.distributed import sum_over_ranks
-from xsam.optim import XSAM, BatchClosure
+from xsam.optim import XSAM
 
 
 class NonFiniteLoss(RuntimeError):
@@ -65,52 +68,6 @@ def to_device(batch, device: torch.device, channels_last: bool) -> tuple[Tensor,
     return inputs, targets.to(device, non_blocking=True)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    opt: XSAM,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    *,
-    device: torch.device,
-    autocast_dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    on_step: Callable[[EpochStats], None] | None = None,
-    check_every: int = 50,
-    batch_transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
-    stats: EpochStats | None = None,
-    should_stop: Callable[[], bool] = lambda: False,
-    before_step: Callable[[Tensor, Tensor], None] | None = None,
-) -> EpochStats:
-    """One pass over ``loader`` (or its rest, continuing ``stats``); stops early when
-    ``should_stop()`` turns true. Train loss and accuracy are at the unperturbed weights."""
-    model.train()
-    stats = stats or EpochStats()
-    timer = StepTimer(device)
-    start = tick = time.perf_counter() - stats.seconds
-    for batch in loader:
-        inputs, targets = to_device(batch, device, channels_last)
-        if batch_transform is not None:  # e.g. mixup / cutmix: soft targets
-            inputs, targets = batch_transform(inputs, targets)
-        stats.data_seconds += time.perf_counter() - tick
-        if before_step is not None:  # e.g. a diagnostic probe of the batch at w0
-            before_step(inputs, targets)
-        closure = BatchClosure(model, loss_fn, inputs, targets, autocast_dtype=autocast_dtype)
-        with timer.measure(searched=opt.is_search_step()):
-            loss = opt.step(closure)
-        stats.add(loss, closure.logits, targets)
-        if on_step is not None:
-            on_step(stats)
-        if opt.step_count % check_every == 0:
-            _stop_if_skipped(opt)  # a host sync, so only every few steps
-        if should_stop():
-            break
-        tick = time.perf_counter()
-    stats.seconds = time.perf_counter() - start
-    timer.add_to(stats)
-    _stop_if_skipped(opt)
-    return stats
-
-
 class StepTimer:
     """Time spent in ``opt.step``, split into search and other steps.
 
@@ -146,11 +103,12 @@ class StepTimer:
         self.spans.clear()
 
 
-def _stop_if_skipped(opt: XSAM) -> None:
+def stop_if_skipped(opt: XSAM) -> None:
+    """Raise NonFiniteLoss if any step so far was skipped (a host sync: call it sparingly)."""
     if int(opt.skipped_steps) > 0:
         raise NonFiniteLoss(
             f"non-finite loss or gradient at step {opt.step_count} "
-            f"(loss {opt.diagnostics['loss_0'].item():.4g}); the weights never took that step"
+            f"(loss {opt.report.loss_0.item():.4g}); the weights never took that step"
         )
 
 

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from xsam.diagnostics import vectors as vec
 from xsam.diagnostics.hessian import LossFn
+from xsam.optim.xsam import alpha_grid
 
 Axes = tuple[list[Tensor], list[Tensor]]
 
@@ -152,7 +153,7 @@ def search_alpha(
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """Step 5 of the algorithm: the alpha on 0, delta, ..., alpha_max with the largest
     L(theta0 + rho_max d(alpha)), the first one on ties. Returns (alpha, alphas, losses)."""
-    alphas = np.arange(0.0, alpha_max + 1e-5, alpha_delta)  # "up to and including alpha_max"
+    alphas = alpha_grid(alpha_max, alpha_delta)  # the optimizer's own grid
     params = list(params)
     w0 = vec.snapshot(params)
     try:

@@ -37,7 +37,7 @@ class GSAM(TwoPassSAM):
 
     ``lr_max`` defaults to the first param group's learning rate at construction (before a
     schedule moves it); ``lr_min`` to 0, where a cosine schedule ends. The current rho_t is
-    ``opt.rho`` and ``diagnostics["rho"]``; ``opt.alpha`` is GSAM's alpha. The rho_t formula
+    ``opt.rho`` and ``report.rho``; ``opt.alpha`` is GSAM's alpha. The rho_t formula
     is the authors', not clamped: a learning rate outside [lr_min, lr_max] extrapolates it.
     """
 
@@ -46,7 +46,7 @@ class GSAM(TwoPassSAM):
         params: Iterable[Any],
         base: Callable[..., Optimizer],
         *,
-        rho_max: float = 0.15,  # the defaults of configs/optimizer/gsam.yaml
+        rho_max: float = 0.15,  # = configs/optimizer/gsam.yaml (a test holds them equal)
         rho_min: float = 0.025,
         alpha: float = 0.6,
         lr_max: float | None = None,
@@ -54,7 +54,6 @@ class GSAM(TwoPassSAM):
         steps: int = 1,
         search_every: int | None = None,
         eps: float = 1e-12,
-        angle_every: int | None = 1,
     ) -> None:
         _check_gsam(rho_max, rho_min, alpha, lr_max, lr_min)
         super().__init__(
@@ -64,7 +63,6 @@ class GSAM(TwoPassSAM):
             steps=steps,
             search_every=search_every,
             eps=eps,
-            angle_every=angle_every,
             method="GSAM",
         )
         self.rho_max, self.rho_min = float(rho_max), float(rho_min)

@@ -9,7 +9,7 @@ tensors are held through the step: one parameter-sized set more than SAM during 
 between steps (the one persistent copy is w0, as for every method of the family).
 
 Everything else is the family's: the closure contract, the BatchNorm policy of the closure,
-the non-finite skip, diagnostics, counters, ``state_dict`` and the DDP semantics (gradients are
+the non-finite skip, the step report, counters, ``state_dict`` and the DDP semantics (gradients are
 averaged on every backward, so g_0, g_k and the update agree on every rank).
 """
 
@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from xsam.optim.kernels import all_finite, backup_and_ascend_, global_dot
+from xsam.optim.report import StepReport
 from xsam.optim.xsam import XSAM
 
 
@@ -36,7 +37,6 @@ class TwoPassSAM(XSAM):
         steps: int,
         search_every: int | None,
         eps: float,
-        angle_every: int | None,
         method: str,
     ) -> None:
         if steps != 1:
@@ -45,21 +45,21 @@ class TwoPassSAM(XSAM):
             )
         if search_every is not None:
             raise ValueError(f"{method} has no alpha search: search_every must be null")
-        super().__init__(params, base, rho=rho, steps=1, eps=eps, angle_every=angle_every)
+        super().__init__(params, base, rho=rho, steps=1, eps=eps)
 
     def current_rho(self) -> float:
         """The ascent radius of the next step."""
         return self.rho
 
     def _combine(self, params, g_0, g_k, grad_norm_0) -> dict[str, Tensor]:
-        """Write the update into ``g_k`` (``g_0`` is scratch); return its 0-d diagnostics,
-        ``grad_norm_k`` first."""
+        """Write the update into ``g_k`` (``g_0`` is scratch); return ``grad_norm_k`` and,
+        when formed, ``angle`` (0-d tensors)."""
         raise NotImplementedError
 
     def _after_base_step(self, params, finite: Tensor) -> None:
         """A step that follows the base optimizer's (WSAM's decoupled sharpness term)."""
 
-    def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> None:
+    def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> StepReport:
         w0 = self._w0_buffers(params)
         self.rho = self.current_rho()
         backup_and_keep_ascend_(params, w0, g_0, self.rho / (grad_norm_0 + self.eps))
@@ -70,8 +70,8 @@ class TwoPassSAM(XSAM):
         finite = all_finite(loss_0, grad_norm_0, *diag.values())
         self._base_step(finite)
         self._after_base_step(params, finite)
-        self.diagnostics.update(loss_k=loss_k, finite=finite, **diag)
-        self.diagnostics["rho"] = torch.tensor(self.rho, dtype=torch.float64)
+        rho = torch.tensor(self.rho, dtype=torch.float64)
+        return StepReport(loss_0, grad_norm_0, finite, loss_k=loss_k, rho=rho, **diag)
 
     def _angle(self, g_0, g_k, grad_norm_0, grad_norm_k, dot: Tensor | None = None) -> Tensor:
         """The angle between g_0 and g_k (for k = 1 the family's angle between v0 and v1)."""
@@ -80,7 +80,7 @@ class TwoPassSAM(XSAM):
         return torch.arccos(cos_t.clamp(-1.0, 1.0))
 
     def _angle_or_nothing(self, g_0, g_k, grad_norm_0, grad_norm_k) -> dict[str, Tensor]:
-        if not self._angle_due():
+        if not self._angle_wanted:
             return {}
         return {"angle": self._angle(g_0, g_k, grad_norm_0, grad_norm_k)}
 

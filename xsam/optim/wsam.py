@@ -49,13 +49,12 @@ class WSAM(TwoPassSAM):
         params: Iterable[Any],
         base: Callable[..., Optimizer],
         *,
-        rho: float = 0.15,  # the defaults of configs/optimizer/wsam.yaml
+        rho: float = 0.15,  # = configs/optimizer/wsam.yaml (a test holds them equal)
         gamma: float = 0.9,
         decouple: bool = True,
         steps: int = 1,
         search_every: int | None = None,
         eps: float = 1e-12,
-        angle_every: int | None = 1,
     ) -> None:
         if not 0 <= gamma < 1:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
@@ -68,7 +67,6 @@ class WSAM(TwoPassSAM):
             steps=steps,
             search_every=search_every,
             eps=eps,
-            angle_every=angle_every,
             method="WSAM",
         )
         self.gamma, self.decouple = float(gamma), bool(decouple)

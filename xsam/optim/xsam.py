@@ -27,8 +27,8 @@ Reductions, each proved by a test:
 
 With alpha fixed at 1 (no search) the update gradient is g_k itself, as SAM defines it:
 d(1) = v1, so the arc is not formed (nor its sin t fallback, which would only matter for
-(anti)parallel v0 and v1). The plane is then a diagnostic alone, computed every
-``angle_every`` steps.
+(anti)parallel v0 and v1). The plane is then a diagnostic alone, formed only on the steps
+whose caller asks for the angle (``step_and_report(closure, angle=True)``).
 """
 
 from collections.abc import Callable, Iterable
@@ -50,6 +50,7 @@ from xsam.optim.kernels import (
     scratch_for,
     subtract_and_measure_,
 )
+from xsam.optim.report import StepReport
 
 Closure = Callable[..., Tensor]
 SIN_T_MIN = 1e-8  # below this, v0 and v1 are (anti)parallel and the arc is undefined
@@ -64,13 +65,17 @@ class XSAM(Optimizer):
     ``step(closure)`` calls ``closure()`` for each gradient pass (gradients are set to None
     before it) and ``closure(backward=False)`` under ``no_grad`` for alpha-search passes.
     A step whose loss or gradients are not finite is skipped: the weights are copied back to
-    w0 and the base optimizer does not step (``diagnostics["finite"]`` is False).
+    w0 and the base optimizer does not step (``report.finite`` is False).
 
-    ``angle_every``: SAM and multi-step SAM (alpha fixed at 1, no search) do not need the
-    plane for their update, so they compute it, for the ``angle`` diagnostic, only on every
-    ``angle_every``-th step (None: never); it costs six passes over the parameters' memory,
-    about a quarter of such a step's optimizer time on a CPU. Every other configuration needs
-    the plane and reports the angle on every step.
+    ``step_and_report(closure, angle=...)`` is the same step returning its
+    :class:`~xsam.optim.report.StepReport` (also kept as ``opt.report``). SAM and multi-step
+    SAM (alpha fixed at 1, no search) do not need the plane for their update, so they form
+    it, for the angle, only when ``angle=True``; it costs six passes over the parameters'
+    memory, about a quarter of such a step's optimizer time on a CPU. Every other
+    configuration needs the plane and reports the angle on every step.
+
+    The keyword defaults are the paper's and this suite's: configs/optimizer/xsam.yaml states
+    the same values, and a test holds the two equal.
     """
 
     def __init__(
@@ -89,10 +94,10 @@ class XSAM(Optimizer):
         eta: float = 0.01,
         adaptive_scope: str = "all",
         eps: float = 1e-12,
-        angle_every: int | None = 1,
     ) -> None:
-        _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps)
-        _check_every("angle_every", angle_every)
+        _check_settings(
+            rho, steps, alpha, search_every, rho_max, alpha_max, alpha_delta, adaptive, eta, eps
+        )
         super().__init__(params, {})
         # ASAM's T on every tensor ("all", the paper's definition), or, as the ASAM authors'
         # code does, only on tensors whose name contains "weight" (T = 1 on biases)
@@ -102,33 +107,40 @@ class XSAM(Optimizer):
         self.rho, self.steps, self.eps = float(rho), int(steps), float(eps)
         self.adaptive, self.eta = bool(adaptive), float(eta)
         self.search_every, self.rho_max = search_every, float(rho_max)
-        self.alpha_grid = torch.from_numpy(np.arange(0.0, alpha_max + 1e-5, alpha_delta))
+        self.alpha_grid = torch.from_numpy(alpha_grid(alpha_max, alpha_delta))
         self.alpha = torch.tensor(float(alpha), dtype=torch.float64)
         self.alpha_fixed_at_one = search_every is None and float(alpha) == 1.0  # SAM's update
-        self.angle_every = angle_every
         self.step_count = self.forward_passes = self.backward_passes = 0
         self.skipped_steps = torch.zeros((), dtype=torch.int64)
-        self.diagnostics: dict[str, Tensor] = {}
+        self.report: StepReport | None = None  # the last step's
+        self._angle_wanted = False
         self._w0: dict[Tensor, Tensor] = {}  # the one parameter copy this optimizer keeps
 
+    def step_and_report(self, closure: Closure | None, *, angle: bool = False) -> StepReport:
+        """``step`` (through torch's step hooks and schedulers' bookkeeping), returning the
+        step's report; ``angle``: form the plane for the angle even where the update does not
+        need it (SAM, multi-step SAM)."""
+        self.step(closure, angle=angle)
+        return self.report
+
     @torch.no_grad()
-    def step(self, closure: Closure | None = None) -> Tensor:  # type: ignore[override]
+    def step(self, closure: Closure | None = None, *, angle: bool = False) -> Tensor:  # type: ignore[override]
         """One training step on the closure's batch; returns the loss at w0."""
         if closure is None:
             raise ValueError("XSAM.step needs a closure: closure(backward=True) -> scalar loss")
+        self._angle_wanted = angle
         loss_0 = self._gradient_pass(closure)
         params, g_0 = self._params_with_grad()
         grad_norm_0 = global_norm(g_0)
-        self.diagnostics = {"loss_0": loss_0, "grad_norm_0": grad_norm_0}
         if self.steps == 0:
-            self.diagnostics["finite"] = all_finite(loss_0, grad_norm_0)
-            self._base_step(self.diagnostics["finite"])
+            self.report = StepReport(loss_0, grad_norm_0, all_finite(loss_0, grad_norm_0))
+            self._base_step(self.report.finite)
         else:
-            self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0)
+            self.report = self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0)
         self.step_count += 1
         return loss_0
 
-    def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> None:
+    def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> StepReport:
         w0 = self._w0_buffers(params)
         g_i, norm_i = g_0, grad_norm_0
         for i in range(self.steps):
@@ -138,20 +150,19 @@ class XSAM(Optimizer):
             self._ascend(params, g_i, self.rho / self.steps, norm_i, backup=w0 if i == 0 else None)
         loss_k = self._gradient_pass(closure)
         g_k = [p.grad for p in params]
-        if self.alpha_fixed_at_one and not self._angle_due():
+        report = StepReport(loss_0, grad_norm_0, finite=None, loss_k=loss_k)
+        if self.alpha_fixed_at_one and not self._angle_wanted:
             grad_norm_k, plane = global_norm(g_k), {}  # the update is g_k as it stands
             torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
         else:
-            plane = self._plane_update_and_restore(closure, params, w0, g_k)
-            grad_norm_k = plane["grad_norm_k"]
-        finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values())
-        self._base_step(finite)
-        self.diagnostics.update(loss_k=loss_k, grad_norm_k=grad_norm_k, finite=finite)
-        if plane:
-            self.diagnostics["angle"] = plane["t"]
-        self.diagnostics["alpha"] = self.alpha
+            plane = self._plane_update_and_restore(closure, params, w0, g_k, report)
+            grad_norm_k, report.angle = plane["grad_norm_k"], plane["t"]
+        report.finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values())
+        self._base_step(report.finite)
+        report.grad_norm_k, report.alpha = grad_norm_k, self.alpha
+        return report
 
-    def _plane_update_and_restore(self, closure, params, w0, g_k) -> dict[str, Tensor]:
+    def _plane_update_and_restore(self, closure, params, w0, g_k, report) -> dict[str, Tensor]:
         """The plane of v0 and v1, the alpha search when due, g_k <- scale * d(alpha) (unless
         alpha is fixed at 1, when g_k already is the update), and the weights copied back."""
         delta_norm, grad_norm_k, dot = subtract_and_measure_(params, w0, g_k)  # params: delta
@@ -159,7 +170,7 @@ class XSAM(Optimizer):
         t = torch.arccos(cos_t.clamp(-1.0, 1.0))  # rounding can push |cos| past 1
         plane = {"delta_norm": delta_norm, "grad_norm_k": grad_norm_k, "cos_t": cos_t, "t": t}
         if self.is_search_step():
-            self.alpha = self._search_alpha(closure, params, w0, g_k, plane)
+            self.alpha = self._search_alpha(closure, params, w0, g_k, plane, report)
         self.alpha = self.alpha.to(t)  # moved once, then stays on the device
         if self.alpha_fixed_at_one:
             torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
@@ -169,10 +180,6 @@ class XSAM(Optimizer):
         a, b = scale * c1 / (grad_norm_k + self.eps), scale * c0 / (delta_norm + self.eps)
         combine_and_restore_(g_k, a, params, b, w0)
         return plane
-
-    def _angle_due(self) -> bool:
-        """Whether this step is an ``angle_every``-th one (counting from 1)."""
-        return self.angle_every is not None and (self.step_count + 1) % self.angle_every == 0
 
     def _ascend(
         self, params, g, step_size: float, norm: Tensor | None, backup: list[Tensor] | None
@@ -203,7 +210,7 @@ class XSAM(Optimizer):
             and self.step_count % self.search_every == 0
         )
 
-    def _search_alpha(self, closure, params, w0, g_k, plane) -> Tensor:
+    def _search_alpha(self, closure, params, w0, g_k, plane, report) -> Tensor:
         """The grid alpha with the largest loss at w0 + rho_max * d(alpha); no host sync.
 
         On entry and on return ``params`` hold theta_k - w0.
@@ -221,7 +228,7 @@ class XSAM(Optimizer):
             self.forward_passes += 1
         losses = _mean_over_ranks(torch.stack(losses))
         torch._foreach_copy_(params, delta)  # back to theta_k - w0 for the update
-        self.diagnostics.update(search_alphas=grid, search_losses=losses)
+        report.search_alphas, report.search_losses = grid, losses
         # NaN never wins, as in the authors' strict ">" comparison; argmax keeps the first tie
         return grid[torch.nan_to_num(losses, nan=-torch.inf).argmax()]
 
@@ -288,6 +295,11 @@ class XSAM(Optimizer):
         self.skipped_steps = state_dict["skipped_steps"].clone()
 
 
+def alpha_grid(alpha_max: float, alpha_delta: float) -> np.ndarray:
+    """The search grid 0, alpha_delta, ..., alpha_max (up to and including alpha_max)."""
+    return np.arange(0.0, alpha_max + 1e-5, alpha_delta)
+
+
 def _arc_coefficients(alpha: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(c0, c1) with d(alpha) = c0 v0 + c1 v1 on the arc from v0 (alpha=0) through v1."""
     sin_t = torch.sin(t)
@@ -326,8 +338,16 @@ def _check_every(name: str, every: int | None) -> None:
         raise ValueError(f"{name} must be None or an integer >= 1, got {every!r}")
 
 
-def _check_settings(rho, steps, search_every, rho_max, alpha_max, alpha_delta, eta, eps) -> None:
-    """One clear error per bad setting, naming it."""
+def _check_settings(rho, steps, alpha, search_every, rho_max, alpha_max, alpha_delta, adaptive,
+                    eta, eps) -> None:  # fmt: skip
+    """One clear error per bad setting, naming it (train.py's config checks rely on these)."""
+    numbers = dict(rho=rho, alpha=alpha, rho_max=rho_max, alpha_max=alpha_max,
+                   alpha_delta=alpha_delta, eta=eta, eps=eps)  # fmt: skip
+    for name, value in numbers.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+    if not isinstance(adaptive, bool):
+        raise ValueError(f"adaptive must be true or false, got {adaptive!r}")
     if rho < 0:
         raise ValueError(f"rho must be >= 0, got {rho}")
     if not isinstance(steps, int) or steps < 0 or (steps == 0 and rho != 0):
