@@ -203,9 +203,9 @@ def test_a_pair_of_datasets_takes_the_augmentation_explicitly(splits):
         x, y = collect(loader, [2])
         x_ref, y_ref = collect(expected, [2])
         assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    kwargs = dict(batch_size=8, seed=0, device="cpu", augmentation=splits.augmentation)
     with pytest.raises(ValueError, match="splits carry their augmentation"):
-        kwargs = dict(batch_size=8, seed=0, device="cpu", augmentation=splits.augmentation)
-        device_cifar_loaders(splits, **kwargs)
+        device_cifar_loaders(splits, **kwargs)  # a second home for it: refused
     with pytest.raises(ValueError, match="training loader needs an Augmentation"):
         DeviceCifarLoader(
             splits.train.data,
