@@ -43,7 +43,6 @@ from torch import nn
 
 from xsam import engine
 from xsam.benchmarking import cpu_name, markdown_table
-from xsam.data.cifar import cifar_splits
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.loader import build_loader
 from xsam.models import SmallCNN, cifar_resnet
@@ -78,7 +77,8 @@ XSAM_ROWS = ("XSAM static", "XSAM dynamic")  # the rows held to within 2% of SAM
 # Data: synthetic CIFAR-10 files, the two loaders, an endless stream of batches.
 # ---------------------------------------------------------------------------------------------
 def synthetic_cifar(root: Path, n_train: int, n_test: int):
-    """CIFAR-10 pickles with random pixels under ``root``, loaded by ``cifar_splits``.
+    """CIFAR-10 pickles with random pixels under ``root``, loaded by ``cifar_splits`` with
+    configs/dataset/cifar10.yaml's settings.
 
     The writer is the tests' (tests/formats.py); torchvision's md5 check is pointed at the
     written files for as long as the datasets load.
@@ -89,7 +89,7 @@ def synthetic_cifar(root: Path, n_train: int, n_test: int):
     formats.write_cifar(root, num_classes=10, n_train=n_train, n_test=n_test)
     with pytest.MonkeyPatch.context() as patch:
         formats.accept_cifar_checksums(patch, root, num_classes=10)
-        return cifar_splits(num_classes=10, root=root)
+        return formats.configured_splits("cifar10", root)  # the YAML's augmentation
 
 
 def train_loader(path: str, splits, device: torch.device, args):

@@ -1,6 +1,7 @@
 """Write small datasets in their real on-disk formats, for tests to load through real code.
 
 Plain functions over a directory; each returns what it wrote so a test can compare.
+:func:`configured_splits` loads them back with a dataset config's own settings.
 """
 
 import hashlib
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra.utils import get_method
+from omegaconf import OmegaConf
 from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100
 
@@ -74,6 +77,18 @@ def accept_cifar_checksums(
         monkeypatch.setattr(dataset_cls, attr, files)
     meta = dict(dataset_cls.meta, md5=md5(dataset_cls.meta["filename"]))
     monkeypatch.setattr(dataset_cls, "meta", meta)
+
+
+def configured_splits(name: str, root: Path | None, **overrides):
+    """The splits of the builder ``configs/dataset/<name>.yaml`` names, called with its
+    ``splits`` keys (``root`` and ``overrides`` replaced): settings such as the augmentation
+    come from the YAML, their one home. Called directly rather than through Hydra's
+    ``instantiate``, which would wrap the builder's own errors."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "dataset" / f"{name}.yaml"
+    cfg = OmegaConf.create({"dataset": OmegaConf.load(config)})
+    cfg.dataset.splits.root = None if root is None else str(root)
+    settings = {**OmegaConf.to_container(cfg.dataset.splits, resolve=True), **overrides}
+    return get_method(settings.pop("_target_"))(**settings)
 
 
 def write_tinyimagenet(

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from formats import accept_cifar_checksums, write_cifar
+from formats import accept_cifar_checksums, configured_splits, write_cifar
 from oracle import ReferenceXSAM, dot, norm, suite_settings
 from test_device_cifar import (
     CHI2_DF8,
@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from xsam import engine
-from xsam.data.cifar import channel_stats, cifar_splits
+from xsam.data.cifar import channel_stats
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.models import SmallCNN
 from xsam.optim import XSAM, BatchClosure, kernels
@@ -387,7 +387,7 @@ def splits(tmp_path, monkeypatch):
     tests/test_device_cifar.py, so every output names its source image)."""
     write_cifar(tmp_path, num_classes=10, n_train=N_TRAIN, n_test=N_TEST)
     accept_cifar_checksums(monkeypatch, tmp_path, num_classes=10)
-    splits = cifar_splits(num_classes=10, root=tmp_path)
+    splits = configured_splits("cifar10", tmp_path)
     splits.train.targets = list(range(N_TRAIN))
     return splits
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from formats import (
     accept_cifar_checksums,
+    configured_splits,
     write_cifar,
     write_imagenet,
     write_tinyimagenet,
@@ -24,7 +25,7 @@ from PIL import Image
 from timm.data import Mixup
 
 from xsam.data import DataSplits
-from xsam.data.cifar import cifar_splits
+from xsam.data.augmentation import FLIP_P, Augmentation
 from xsam.data.errors import DatasetNotFound
 from xsam.data.imagenet import imagenet_splits
 from xsam.data.roots import dataset_root
@@ -67,7 +68,7 @@ def cifar10(tmp_path, monkeypatch):
 
 def test_cifar10_test_split_is_normalized_with_train_statistics(cifar10):
     root, written = cifar10
-    splits = cifar_splits(num_classes=10, root=root)
+    splits = configured_splits("cifar10", root)
     assert isinstance(splits, DataSplits) and splits.num_classes == 10
     assert (len(splits.train), len(splits.test)) == (50, 20)
     pixels = written.train_images.reshape(-1, 3) / 255.0
@@ -89,7 +90,7 @@ def test_cifar10_test_split_is_normalized_with_train_statistics(cifar10):
 
 def test_cifar10_augmentation_only_in_training(cifar10):
     root, written = cifar10
-    splits = cifar_splits(num_classes=10, root=root)
+    splits = configured_splits("cifar10", root)
     assert torch.equal(splits.test[3][0], splits.test[3][0])
     torch.manual_seed(0)
     draws = [splits.train[3] for _ in range(200)]
@@ -105,7 +106,7 @@ def test_cifar10_augmentation_only_in_training(cifar10):
 def test_cifar100_fine_labels_and_class_names(tmp_path, monkeypatch):
     written = write_cifar(tmp_path, num_classes=100, n_train=30, n_test=10)
     accept_cifar_checksums(monkeypatch, tmp_path, num_classes=100)
-    splits = cifar_splits(num_classes=100, root=tmp_path)
+    splits = configured_splits("cifar100", tmp_path)
     assert splits.num_classes == 100 and splits.train.classes == written.classes
     assert [splits.test[i][1] for i in range(10)] == written.test_labels.tolist()
     assert splits.train[0][0].shape == (3, 32, 32)
@@ -113,7 +114,7 @@ def test_cifar100_fine_labels_and_class_names(tmp_path, monkeypatch):
 
 def test_cifar_missing_data_is_one_line_with_path_and_how_to_get_it(tmp_path):
     with pytest.raises(DatasetNotFound) as err:
-        cifar_splits(num_classes=10, root=tmp_path / "nowhere")
+        configured_splits("cifar10", tmp_path / "nowhere")
     assert_one_line(
         err,
         f"missing: {tmp_path / 'nowhere' / 'cifar-10-batches-py' / 'data_batch_1'}",
@@ -128,12 +129,12 @@ def test_cifar_partial_and_corrupt_data_name_the_file(cifar10):
     folder = root / "cifar-10-batches-py"
     (folder / "batches.meta").unlink()
     with pytest.raises(DatasetNotFound) as err:
-        cifar_splits(num_classes=10, root=root)
+        configured_splits("cifar10", root)
     assert_one_line(err, f"missing: {folder / 'batches.meta'}")
     batch = folder / "test_batch"
     batch.write_bytes(batch.read_bytes()[:-10])  # truncated download
     with pytest.raises(DatasetNotFound) as err:
-        cifar_splits(num_classes=10, root=root)
+        configured_splits("cifar10", root)
     assert_one_line(err, f"corrupt (md5 mismatch): {batch}")
 
 
@@ -141,7 +142,7 @@ def test_data_root_from_environment(tmp_path, monkeypatch):
     write_cifar(tmp_path / "shared" / "cifar10", n_train=10, n_test=5)
     accept_cifar_checksums(monkeypatch, tmp_path / "shared" / "cifar10")
     monkeypatch.setenv("XSAM_DATA_ROOT", str(tmp_path / "shared"))
-    assert len(cifar_splits(num_classes=10).test) == 5
+    assert len(configured_splits("cifar10", None).test) == 5
     assert dataset_root("/explicit", "cifar10") == Path("/explicit")
     monkeypatch.delenv("XSAM_DATA_ROOT")
     assert dataset_root(None, "cifar10") == Path("data") / "cifar10"
@@ -338,3 +339,16 @@ def test_dataset_configs_build_their_splits(tmp_path, monkeypatch):
         x, y = splits.test[0]
         size = cfg.dataset.image_size
         assert x.shape == (cfg.dataset.in_channels, size, size) and 0 <= int(y) < splits.num_classes
+        # the crop / flip / Cutout record for the device path: CIFAR's from its keys, else none
+        keys = cfg.dataset.splits
+        expected = (
+            Augmentation(
+                padding=keys.padding,
+                flip_p=FLIP_P,
+                cutout_size=keys.cutout_size,
+                cutout_p=keys.cutout_p,
+            )
+            if name.startswith("cifar")
+            else None
+        )
+        assert splits.augmentation == expected, name

@@ -1,21 +1,31 @@
 """The device-resident CIFAR path against the torchvision path, on CPU.
 
-Small CIFAR-10 pickles in the real format, loaded by ``cifar_splits``. The labels are
+Small CIFAR-10 pickles in the real format, loaded by ``cifar_splits`` with the settings of
+configs/dataset/cifar10.yaml. The labels are
 replaced by the sample index, so every output names its source image; crop offsets, flips and
 Cutout squares are then recovered from each augmented output by matching it against every
 candidate crop of its source, and their distributions compared with the torchvision path's.
 """
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from formats import accept_cifar_checksums, write_cifar
+from formats import accept_cifar_checksums, configured_splits, write_cifar, write_tinyimagenet
+from omegaconf import OmegaConf
 from torchvision.transforms import v2
 
-from xsam.data.cifar import channel_stats, cifar_splits
-from xsam.data.device_cifar import DeviceCifarLoader, augmentation_of, device_cifar_loaders
+from xsam.data.augmentation import FLIP_P, Augmentation
+from xsam.data.cifar import channel_stats
+from xsam.data.device_cifar import DeviceCifarLoader, device_cifar_loaders
 from xsam.data.loader import SeededOrderSampler, build_loader
+from xsam.data.transforms import Cutout
+
+REPO = Path(__file__).resolve().parents[1]
 
 N_TRAIN, N_TEST, PAD = 32, 20, 4
 # chi-square critical values at p = 1e-3 for 8, 31, 80 and 1023 degrees of freedom
@@ -27,7 +37,7 @@ def splits(tmp_path, monkeypatch):
     """CIFAR-10 splits whose train labels are the sample indices."""
     write_cifar(tmp_path, num_classes=10, n_train=N_TRAIN, n_test=N_TEST)
     accept_cifar_checksums(monkeypatch, tmp_path, num_classes=10)
-    splits = cifar_splits(num_classes=10, root=tmp_path)
+    splits = configured_splits("cifar10", tmp_path)
     splits.train.targets = list(range(N_TRAIN))
     return splits
 
@@ -40,9 +50,18 @@ def collect(loader, epochs) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
 
 
-def raw_loader(dataset, **kwargs) -> DeviceCifarLoader:
-    """A loader on a dataset's arrays, with round normalization constants."""
-    return DeviceCifarLoader(dataset.data, dataset.targets, mean=[0.5] * 3, std=[0.2] * 3, **kwargs)
+def raw_loader(splits, split: str = "train", **kwargs) -> DeviceCifarLoader:
+    """A loader on a split's arrays, with the splits' augmentation and round normalization
+    constants."""
+    dataset = getattr(splits, split)
+    return DeviceCifarLoader(
+        dataset.data,
+        dataset.targets,
+        mean=[0.5] * 3,
+        std=[0.2] * 3,
+        augmentation=splits.augmentation,
+        **kwargs,
+    )
 
 
 def plans(loader, epochs) -> torch.Tensor:
@@ -64,7 +83,7 @@ def test_batches_shapes_dtypes_and_length(splits):
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert train.images.dtype == torch.uint8 and train.images.shape == (N_TRAIN, 3, 32, 32)
     assert [len(y) for _, y in test] == [8, 8, 4]  # the test split keeps its last batch
-    odd = raw_loader(splits.train, batch_size=10, seed=0, channels_last=True)
+    odd = raw_loader(splits, batch_size=10, seed=0, channels_last=True)
     assert len(odd) == 3 and [len(y) for _, y in odd] == [10, 10, 10]  # 2 dropped
     assert next(iter(odd))[0].is_contiguous(memory_format=torch.channels_last)
 
@@ -114,10 +133,10 @@ def test_resumed_epoch_yields_exactly_the_remaining_batches(splits):
 
 def test_sharding_splits_the_permutation_and_keeps_each_position_augmentation(splits):
     replicas, batch = 3, 4
-    x_all, y_all = collect(raw_loader(splits.train, batch_size=replicas * batch, seed=7), [1])
+    x_all, y_all = collect(raw_loader(splits, batch_size=replicas * batch, seed=7), [1])
     seen = []  # single process: global positions 0 .. 23 (32 - 32 % 12)
     for rank in range(replicas):
-        shard = raw_loader(splits.train, batch_size=batch, seed=7, rank=rank, num_replicas=replicas)
+        shard = raw_loader(splits, batch_size=batch, seed=7, rank=rank, num_replicas=replicas)
         assert len(shard) == 2
         x, y = collect(shard, [1])
         assert torch.equal(y, y_all[rank::replicas]) and torch.equal(x, x_all[rank::replicas])
@@ -126,24 +145,104 @@ def test_sharding_splits_the_permutation_and_keeps_each_position_augmentation(sp
     shares = []
     for rank in range(replicas):
         kwargs = dict(batch_size=batch, seed=7, train=False, rank=rank, num_replicas=replicas)
-        shares.append(collect(raw_loader(splits.test, **kwargs), [0])[1].tolist())
+        shares.append(collect(raw_loader(splits, "test", **kwargs), [0])[1].tolist())
     assert [len(share) for share in shares] == [7, 7, 6]  # evaluation: every sample once
     assert sorted(sum(shares, [])) == sorted(splits.test.targets)
 
 
-def test_augmentation_settings_come_from_the_dataset_transform(splits, tmp_path):
-    settings = augmentation_of(splits.train.transform, (32, 32))
-    assert settings == {"padding": 4, "flip_p": 0.5, "cutout_size": 16, "cutout_p": 0.5}
-    plain = cifar_splits(num_classes=10, root=tmp_path, padding=2, cutout_size=8, cutout_p=0.0)
-    assert augmentation_of(plain.train.transform, (32, 32))["padding"] == 2
+def pipeline_settings(transform: v2.Compose) -> dict:
+    """What the torchvision pipeline's own steps say: crop padding, flip and Cutout."""
+    steps = {type(t): t for t in transform.transforms}
+    crop, flip, cutout = steps[v2.RandomCrop], steps.get(v2.RandomHorizontalFlip), steps.get(Cutout)
+    assert len(set(crop.padding)) == 1 and crop.padding_mode == "constant" and crop.fill == 0
+    return {
+        "padding": crop.padding[0],
+        "flip_p": flip.p if flip else 0.0,
+        "cutout": (cutout.size, cutout.p) if cutout else None,
+    }
+
+
+def test_one_dataset_config_gives_both_paths_one_augmentation(splits, tmp_path):
+    yaml = OmegaConf.load(REPO / "configs" / "dataset" / "cifar10.yaml").splits
+    expected = Augmentation(
+        padding=yaml.padding, flip_p=FLIP_P, cutout_size=yaml.cutout_size, cutout_p=yaml.cutout_p
+    )
+    assert splits.augmentation == expected
+    assert pipeline_settings(splits.train.transform) == {
+        "padding": yaml.padding,
+        "flip_p": FLIP_P,
+        "cutout": (yaml.cutout_size, yaml.cutout_p),
+    }
+    train, _ = device_cifar_loaders(splits, batch_size=8, seed=0, device="cpu")
+    assert train.augmentation == expected
+    # an override of the config's keys reaches both paths: padding 2, Cutout off
+    plain = configured_splits("cifar10", tmp_path, padding=2, cutout_size=8, cutout_p=0.0)
+    assert pipeline_settings(plain.train.transform) == {
+        "padding": 2,
+        "flip_p": FLIP_P,
+        "cutout": None,
+    }
     train, _ = device_cifar_loaders(plain, batch_size=32, seed=0, device="cpu")
-    assert (train.padding, train.cutout_size, train.cutout_p) == (2, 8, 0.0)
+    assert train.augmentation == Augmentation(padding=2, flip_p=FLIP_P, cutout_size=8, cutout_p=0.0)
+    offsets = plans(train, range(20))[1:3]
+    assert set(offsets.flatten().tolist()) == set(range(5))  # top, left ~ U{0..2 * 2}
     x, _ = collect(train, range(3))
     assert not (x == 0).all(dim=1).any()  # no Cutout
-    with pytest.raises(ValueError, match="ColorJitter"):
-        augmentation_of(v2.Compose([v2.ToImage(), v2.ColorJitter(0.4)]), (32, 32))
-    with pytest.raises(ValueError, match="zero-padded"):
-        augmentation_of(v2.RandomCrop(32, padding=4, padding_mode="reflect"), (32, 32))
+
+
+def test_a_pair_of_datasets_takes_the_augmentation_explicitly(splits):
+    pair = (splits.train, splits.test)
+    with pytest.raises(ValueError, match="pair needs augmentation=") as err:
+        device_cifar_loaders(pair, batch_size=8, seed=0, device="cpu")
+    assert "\n" not in str(err.value)
+    loaders = device_cifar_loaders(
+        pair, batch_size=8, seed=0, device="cpu", augmentation=splits.augmentation
+    )
+    reference = device_cifar_loaders(splits, batch_size=8, seed=0, device="cpu")
+    for loader, expected in zip(loaders, reference, strict=True):
+        x, y = collect(loader, [2])
+        x_ref, y_ref = collect(expected, [2])
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    kwargs = dict(batch_size=8, seed=0, device="cpu", augmentation=splits.augmentation)
+    with pytest.raises(ValueError, match="splits carry their augmentation"):
+        device_cifar_loaders(splits, **kwargs)  # a second home for it: refused
+    with pytest.raises(ValueError, match="training loader needs an Augmentation"):
+        DeviceCifarLoader(
+            splits.train.data,
+            splits.train.targets,
+            mean=[0.5] * 3,
+            std=[0.2] * 3,
+            batch_size=8,
+            seed=0,
+        )
+
+
+def test_an_augmentation_the_device_path_cannot_reproduce_is_one_clear_error(tmp_path):
+    """Tiny-ImageNet's RandomResizedCrop + RandomErasing is no crop / flip / Cutout record."""
+    root = tmp_path / "tiny-imagenet-200"
+    write_tinyimagenet(root, num_classes=3, n_train=2, n_val=1)
+    script = REPO / "scripts" / "tinyimagenet_val_to_folders.py"
+    subprocess.run([sys.executable, str(script), str(root)], capture_output=True, check=True)
+    tiny = configured_splits("tinyimagenet", root, num_classes=3)
+    assert tiny.augmentation is None
+    with pytest.raises(ValueError, match="loader.device_resident: the device path applies") as err:
+        device_cifar_loaders(tiny, batch_size=2, seed=0, device="cpu")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"padding": -1}, "dataset.splits.padding"),
+        ({"padding": 1.5}, "dataset.splits.padding"),
+        ({"cutout_p": 1.5}, "dataset.splits.cutout_p"),
+        ({"cutout_size": 0, "cutout_p": 0.5}, "dataset.splits.cutout_size"),
+    ],
+)
+def test_a_bad_augmentation_setting_is_one_line_naming_the_key(splits, tmp_path, overrides, key):
+    with pytest.raises(ValueError, match=key) as err:
+        configured_splits("cifar10", tmp_path, **overrides)
+    assert "\n" not in str(err.value)
 
 
 # ---------------------------------------------------------------- augmentation statistics

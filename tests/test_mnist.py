@@ -13,6 +13,7 @@ from formats import idx_checksums, write_idx
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from xsam.data.augmentation import FLIP_P, Augmentation
 from xsam.data.device_cifar import device_cifar_loaders
 from xsam.data.errors import DatasetNotFound
 from xsam.data.mnist import mnist_splits
@@ -108,7 +109,9 @@ def test_device_path_takes_the_subset_and_the_dataset_statistics(tmp_path):
     written = write_idx(tmp_path / "FashionMNIST" / "raw", n_train=40)
     data = splits(tmp_path, train_subset=25, holdout=5)
     train, test = device_cifar_loaders(data, batch_size=5, seed=0, device="cpu")
-    assert (train.padding, train.flip_p, train.cutout_p) == (2, 0.5, 0.0)
+    # the test's own settings (padding=2, flip=True), as the record both paths share
+    no_cutout = Augmentation(padding=2, flip_p=FLIP_P, cutout_size=0, cutout_p=0.0)
+    assert train.augmentation == data.augmentation == no_cutout
     assert train.images.shape == (25, 1, 28, 28)
     assert torch.equal(
         train.images[:, 0], torch.from_numpy(written.train_images[data.train.indices])
@@ -131,6 +134,11 @@ def test_dataset_configs_build_their_splits(tmp_path, name):
     steps = [type(t).__name__ for t in data.train.transform.transforms]  # flip: garments only
     assert ("RandomHorizontalFlip" in steps) == (name == "fashion_mnist")
     assert "RandomCrop" in steps and data.train.transform.transforms[1].padding == [2, 2, 2, 2]
+    flip_p = FLIP_P if cfg.dataset.splits.flip else 0.0
+    padding = cfg.dataset.splits.padding
+    assert data.augmentation == Augmentation(
+        padding=padding, flip_p=flip_p, cutout_size=0, cutout_p=0.0
+    )
 
 
 # ------------------------------------------------------------------- scripts/get_data.py

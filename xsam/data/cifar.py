@@ -18,6 +18,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from xsam.data import transforms
+from xsam.data.augmentation import FLIP_P, Augmentation
 from xsam.data.errors import DatasetNotFound
 from xsam.data.roots import dataset_root
 from xsam.data.splits import DataSplits
@@ -28,26 +29,29 @@ def cifar_splits(
     num_classes: int = 10,
     root: str | os.PathLike | None = None,
     download: bool = False,
-    padding: int = 4,
-    cutout_size: int = 16,
-    cutout_p: float = 0.5,
+    padding: int,
+    cutout_size: int,
+    cutout_p: float,
 ) -> DataSplits:
     """CIFAR-10 (``num_classes=10``) or CIFAR-100 (``num_classes=100``).
 
-    Train: RandomCrop(32, padding) + flip, normalize, Cutout; test: normalize only.
+    Train: RandomCrop(32, padding) + flip, normalize, Cutout; test: normalize only. The
+    augmentation settings are configs/dataset/cifar10.yaml's (no defaults here: one home);
+    the splits carry them as an :class:`~xsam.data.augmentation.Augmentation`.
     ``root`` defaults to ``$XSAM_DATA_ROOT/cifar<num_classes>`` (see :mod:`xsam.data.roots`).
     """
+    augmentation = Augmentation(
+        padding=padding, flip_p=FLIP_P, cutout_size=cutout_size, cutout_p=cutout_p
+    )
     dataset_cls = _dataset_class(num_classes)
     root = dataset_root(root, f"cifar{num_classes}")
     train = _load(dataset_cls, root, train=True, download=download)
     test = _load(dataset_cls, root, train=False, download=False)
     mean, std = channel_stats(train.data)
     # torchvision's CIFAR reads ``self.transform`` in __getitem__; set it once the stats exist
-    train.transform = transforms.cifar_train(
-        mean, std, padding=padding, cutout_size=cutout_size, cutout_p=cutout_p
-    )
+    train.transform = transforms.crop_flip_cutout(augmentation, mean, std, size=32)
     test.transform = transforms.evaluation(mean, std)
-    return DataSplits(train=train, test=test, num_classes=num_classes)
+    return DataSplits(train=train, test=test, num_classes=num_classes, augmentation=augmentation)
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:

@@ -4,7 +4,8 @@
 The whole split lives on ``device`` as one uint8 ``N x 3 x 32 x 32`` tensor (CIFAR-10 train:
 50,000 x 3,072 bytes = 154 MB). Each batch is gathered and augmented there with a few
 vectorized kernels and no host round trip, with the torchvision path's distribution
-(:func:`xsam.data.transforms.cifar_train`):
+(:func:`xsam.data.transforms.crop_flip_cutout`), from the same
+:class:`~xsam.data.augmentation.Augmentation` record the split builder made:
 
     crop + flip   out[i, j] = x[top + i - p, left + j' - p]  (0 outside the image),
                   j' = W - 1 - j when flipped, else j;  top, left ~ U{0..2p}, flip ~ B(flip_p)
@@ -28,12 +29,11 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
-from torchvision.transforms import v2
 
+from xsam.data.augmentation import Augmentation
 from xsam.data.cifar import channel_stats
 from xsam.data.loader import epoch_generator
 from xsam.data.splits import DataSplits
-from xsam.data.transforms import Cutout
 
 Batch = tuple[Tensor, Tensor]
 
@@ -42,7 +42,8 @@ class DeviceCifarLoader:
     """Batches ``(inputs float32 [B, 3, H, W], targets int64 [B])`` on ``device``.
 
     ``images``: uint8 ``N x H x W x 3`` (a torchvision CIFAR dataset's ``.data``). ``train``:
-    shuffle, augment and drop the last partial batch; otherwise in order, normalize only.
+    shuffle, apply ``augmentation`` and drop the last partial batch; otherwise in order,
+    normalize only (``augmentation`` is then not needed).
     Sharding as in :class:`xsam.data.loader.SeededOrderSampler`: rank ``rank`` takes every
     ``num_replicas``-th position of the shared permutation (training: of its part that fills
     whole global batches), and a sample's augmentation depends on its global position only,
@@ -60,15 +61,14 @@ class DeviceCifarLoader:
         seed: int,
         device: torch.device | str = "cpu",
         train: bool = True,
-        padding: int = 4,
-        flip_p: float = 0.5,
-        cutout_size: int = 16,
-        cutout_p: float = 0.5,
+        augmentation: Augmentation | None = None,
         rank: int = 0,
         num_replicas: int = 1,
         channels_last: bool = False,
     ) -> None:
-        _check(images, targets, batch_size, rank, num_replicas, padding, cutout_size)
+        _check(images, targets, batch_size, rank, num_replicas)
+        if train and not isinstance(augmentation, Augmentation):
+            raise ValueError(f"a training loader needs an Augmentation, got {augmentation!r}")
         self.device = torch.device(device)
         nhwc = images if isinstance(images, Tensor) else torch.from_numpy(np.asarray(images))
         self.images = nhwc.permute(0, 3, 1, 2).contiguous().to(self.device)  # uint8 NCHW
@@ -76,8 +76,7 @@ class DeviceCifarLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(-1, 1, 1)
         self.batch_size, self.seed, self.train, self.drop_last = batch_size, seed, train, train
-        self.padding, self.flip_p = padding, flip_p
-        self.cutout_size, self.cutout_p = cutout_size, cutout_p
+        self.augmentation = augmentation if train else None
         self.rank, self.num_replicas, self.channels_last = rank, num_replicas, channels_last
         num_samples = len(self.images)
         # training drops the tail that does not fill a global batch; evaluation gives ranks
@@ -118,8 +117,9 @@ class DeviceCifarLoader:
         g = epoch_generator(self.seed, self.epoch)  # the sampler's: the same order
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         if self.train:
-            offsets = torch.randint(2 * self.padding + 1, (2, n), generator=g)
-            coins = torch.rand(2, n, generator=g) < torch.tensor([[self.flip_p], [self.cutout_p]])
+            a = self.augmentation
+            offsets = torch.randint(2 * a.padding + 1, (2, n), generator=g)
+            coins = torch.rand(2, n, generator=g) < torch.tensor([[a.flip_p], [a.cutout_p]])
             centre = torch.stack(
                 [torch.randint(size, (n,), generator=g) for size in (height, width)]
             )
@@ -137,7 +137,7 @@ class DeviceCifarLoader:
         else:
             x = self.images[index]
         x = x.float().mul_(1.0 / 255).sub_(self.mean).div_(self.std)  # as ToDtype + Normalize
-        if self.train and self.cutout_p > 0:
+        if self.train and self.augmentation.cutout_p > 0:
             x = x.masked_fill_(self._cutout_mask(cut.bool(), row, col)[:, None], 0.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -148,8 +148,9 @@ class DeviceCifarLoader:
         channels, height, width = self.images.shape[1:]
         i = torch.arange(height, device=self.device)
         j = torch.arange(width, device=self.device)
-        rows = top[:, None] + i - self.padding  # [B, H] source rows
-        cols = left[:, None] + torch.where(flip[:, None], width - 1 - j, j) - self.padding
+        padding = self.augmentation.padding
+        rows = top[:, None] + i - padding  # [B, H] source rows
+        cols = left[:, None] + torch.where(flip[:, None], width - 1 - j, j) - padding
         inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
             :, None, :
         ]
@@ -162,7 +163,7 @@ class DeviceCifarLoader:
     def _cutout_mask(self, cut: Tensor, row: Tensor, col: Tensor) -> Tensor:
         """``[B, H, W]``: True inside each sample's clipped square (the comparisons clip it)."""
         height, width = self.images.shape[-2:]
-        half = self.cutout_size // 2
+        half = self.augmentation.cutout_size // 2
         i = torch.arange(height, device=self.device)
         j = torch.arange(width, device=self.device)
         in_rows = (i >= row[:, None] - half) & (i < row[:, None] + half)
@@ -179,18 +180,20 @@ def device_cifar_loaders(
     rank: int = 0,
     num_replicas: int = 1,
     channels_last: bool = False,
+    augmentation: Augmentation | None = None,
 ) -> tuple[DeviceCifarLoader, DeviceCifarLoader]:
     """Train and test loaders on ``device`` from :func:`xsam.data.cifar.cifar_splits` or
     :func:`xsam.data.mnist.mnist_splits`.
 
-    ``data``: the splits, or a ``(train, test)`` pair of torchvision CIFAR10/100 or
-    (Fashion-)MNIST datasets, each possibly a ``Subset`` of one. Normalization uses the channel
-    statistics of the full training set (as the builders do). The crop padding, flip and
-    Cutout settings are read from the train split's transform, so the dataset config's
-    settings hold for both paths; a dataset without a transform gets the paper's
-    (4, 0.5, 16, 0.5).
+    ``data``: the splits, whose ``augmentation`` the training loader applies (the record
+    their train transform was built from, so both paths follow the dataset config); or a
+    ``(train, test)`` pair of torchvision CIFAR10/100 or (Fashion-)MNIST datasets, each
+    possibly a ``Subset`` of one, with ``augmentation`` given here (the datasets' transforms
+    are not read). Normalization uses the channel statistics of the full training set (as
+    the builders do).
     """
     train, test = (data.train, data.test) if isinstance(data, DataSplits) else data
+    augmentation = _augmentation_for(data, augmentation)
     mean, std = channel_stats(_images_and_targets(_base(train))[0])
     common: dict[str, Any] = dict(
         mean=mean,
@@ -202,12 +205,30 @@ def device_cifar_loaders(
         num_replicas=num_replicas,
         channels_last=channels_last,
     )
-    images, targets = _images_and_targets(train)
-    augmentation = augmentation_of(getattr(_base(train), "transform", None), images.shape[1:3])
     return (
-        DeviceCifarLoader(images, targets, train=True, **augmentation, **common),
+        DeviceCifarLoader(*_images_and_targets(train), augmentation=augmentation, **common),
         DeviceCifarLoader(*_images_and_targets(test), train=False, **common),
     )
+
+
+def _augmentation_for(
+    data: DataSplits | tuple[Dataset, Dataset], given: Augmentation | None
+) -> Augmentation:
+    """The splits' own record, or the one given with a pair; never both (one home)."""
+    if not isinstance(data, DataSplits):
+        if given is None:
+            raise ValueError(
+                "device_cifar_loaders on a (train, test) pair needs augmentation=Augmentation(...)"
+            )
+        return given
+    if given is not None:
+        raise ValueError("device_cifar_loaders: the splits carry their augmentation; pass none")
+    if data.augmentation is None:
+        raise ValueError(
+            "loader.device_resident: the device path applies crop, flip and Cutout only, and "
+            "these splits' training augmentation is another kind or none"
+        )
+    return data.augmentation
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -226,40 +247,14 @@ def _images_and_targets(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     return images, targets
 
 
-def augmentation_of(transform: v2.Compose | None, image_size: Sequence[int]) -> dict[str, Any]:
-    """``padding``, ``flip_p``, ``cutout_size``, ``cutout_p`` of a ``cifar_train`` pipeline.
-
-    Raises ``ValueError`` for a step the device path does not reproduce, rather than train
-    silently on another distribution.
-    """
-    if transform is None:
-        return {}
-    as_is = (v2.ToImage, v2.ToDtype, v2.Normalize, v2.ToPureTensor)  # what every batch gets
-    found: dict[str, Any] = {"padding": 0, "flip_p": 0.0, "cutout_p": 0.0}
-    for t in getattr(transform, "transforms", [transform]):
-        if isinstance(t, v2.RandomCrop):
-            equal = t.padding is None or len(set(t.padding)) == 1
-            same_size = tuple(t.size) == tuple(image_size)
-            if not (equal and same_size and t.padding_mode == "constant" and t.fill == 0):
-                raise ValueError(f"the device path crops to the image size, zero-padded, got {t}")
-            found["padding"] = 0 if t.padding is None else t.padding[0]
-        elif isinstance(t, v2.RandomHorizontalFlip):
-            found["flip_p"] = t.p
-        elif isinstance(t, Cutout):
-            found["cutout_size"], found["cutout_p"] = t.size, t.p
-        elif not isinstance(t, as_is):
-            raise ValueError(f"the device path does not implement {type(t).__name__}")
-    return found
-
-
-def _check(images, targets, batch_size, rank, num_replicas, padding, cutout_size) -> None:
+def _check(images, targets, batch_size, rank, num_replicas) -> None:
     shape = tuple(images.shape)
     if len(shape) != 4 or shape[-1] not in (1, 3) or images.dtype not in (np.uint8, torch.uint8):
         raise ValueError(f"images must be uint8 N x H x W x 1 or 3, got {images.dtype} {shape}")
     if len(targets) != shape[0]:
         raise ValueError(f"{shape[0]} images but {len(targets)} targets")
-    if batch_size < 1 or not 0 <= rank < num_replicas or padding < 0 or cutout_size < 1:
+    if batch_size < 1 or not 0 <= rank < num_replicas:
         raise ValueError(
-            f"need batch_size >= 1, 0 <= rank < num_replicas, padding >= 0, cutout_size >= 1; "
-            f"got {batch_size}, {rank}, {num_replicas}, {padding}, {cutout_size}"
+            f"need batch_size >= 1 and 0 <= rank < num_replicas; "
+            f"got {batch_size}, {rank}, {num_replicas}"
         )

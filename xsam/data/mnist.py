@@ -28,6 +28,7 @@ from torch.utils.data import Subset
 from torchvision.datasets import MNIST, FashionMNIST
 
 from xsam.data import transforms
+from xsam.data.augmentation import FLIP_P, Augmentation
 from xsam.data.cifar import channel_stats
 from xsam.data.errors import DatasetNotFound
 from xsam.data.roots import dataset_root
@@ -54,18 +55,21 @@ def mnist_splits(
     split_seed: int,
 ) -> DataSplits:
     """MNIST (``variant="mnist"``) or Fashion-MNIST (``"fashion_mnist"``) as 1x28x28 images."""
+    flip_p = FLIP_P if flip else 0.0
+    augmentation = Augmentation(padding=padding, flip_p=flip_p, cutout_size=0, cutout_p=0.0)
     dataset_cls = _dataset_class(variant)
     root = dataset_root(root, variant)
     train, evaluation_copy = (_load(dataset_cls, root, train=True) for _ in range(2))
     test = _load(dataset_cls, root, train=False)
     mean, std = channel_stats(train.data.unsqueeze(-1).numpy())
-    train.transform = transforms.grey_train(mean, std, padding=padding, flip=flip)
+    train.transform = transforms.crop_flip_cutout(augmentation, mean, std, size=28)
     evaluation_copy.transform = test.transform = transforms.evaluation(mean, std)
     train_ids, holdout_ids = _split_indices(len(train), train_subset, holdout, split_seed)
     return DataSplits(
         train=Subset(train, train_ids) if len(train_ids) < len(train) else train,
         test=Subset(evaluation_copy, holdout_ids) if holdout else test,
         num_classes=10,
+        augmentation=augmentation,
     )
 
 

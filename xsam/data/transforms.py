@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
+from xsam.data.augmentation import Augmentation
+
 Stats = Sequence[float]
 
 
@@ -22,7 +24,7 @@ class Cutout(v2.Transform):
     zero then means "the dataset mean", which is what the authors' pipeline does.
     """
 
-    def __init__(self, size: int = 16, p: float = 0.5) -> None:
+    def __init__(self, size: int, *, p: float) -> None:
         super().__init__()
         if size < 1 or not 0.0 <= p <= 1.0:
             raise ValueError(f"Cutout needs size >= 1 and p in [0, 1], got {size}, {p}")
@@ -48,30 +50,27 @@ def _to_float(mean: Stats, std: Stats) -> list[v2.Transform]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
 
-def cifar_train(
-    mean: Stats, std: Stats, *, padding: int = 4, cutout_size: int = 16, cutout_p: float = 0.5
+def crop_flip_cutout(
+    augmentation: Augmentation, mean: Stats, std: Stats, *, size: int
 ) -> v2.Compose:
-    """RandomCrop(32, padding) + flip, normalize, then Cutout (the SAM papers' pipeline)."""
+    """RandomCrop(size, padding) + flip, normalize, then Cutout: the SAM papers' CIFAR
+    pipeline, and (Fashion-)MNIST's without Cutout; the torchvision twin of
+    :mod:`xsam.data.device_cifar`, built from the same record.
+
+    A step that never fires (``flip_p = 0``, ``cutout_p = 0``) is left out. That keeps the
+    samples of :func:`xsam.data.loader.build_loader` as they were with it in: the loader seeds
+    the generator per sample, and the steps draw in pipeline order, Cutout last.
+    """
+    a = augmentation
+    flip = [v2.RandomHorizontalFlip(a.flip_p)] if a.flip_p > 0 else []
+    cutout = [Cutout(a.cutout_size, p=a.cutout_p)] if a.cutout_p > 0 else []
     return v2.Compose(
         [
             v2.ToImage(),
-            v2.RandomCrop(32, padding=padding),
-            v2.RandomHorizontalFlip(),
+            v2.RandomCrop(size, padding=a.padding),
+            *flip,
             *_to_float(mean, std),
-            Cutout(cutout_size, p=cutout_p),
-            v2.ToPureTensor(),
-        ]
-    )
-
-
-def grey_train(mean: Stats, std: Stats, *, padding: int, flip: bool) -> v2.Compose:
-    """RandomCrop(28, padding) (+ horizontal flip), normalize: (Fashion-)MNIST training."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.RandomCrop(28, padding=padding),
-            *([v2.RandomHorizontalFlip()] if flip else []),
-            *_to_float(mean, std),
+            *cutout,
             v2.ToPureTensor(),
         ]
     )
