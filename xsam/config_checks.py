@@ -59,8 +59,6 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "dataset.splits.train_subset": (lambda v: v is None or (_is_int(v) and v >= 1), "null or >= 1"),
     "dataset.splits.holdout": _int_at_least(0),
-    "dataset.splits.flip": _BOOL,
-    "dataset.splits.padding": _int_at_least(0),
     "diagnostics.sharpness_batches": _int_at_least(1),
     "train.limit_batches": (lambda v: v is None or (_is_int(v) and v >= 1), "null or >= 1"),
     "objective": (lambda v: isinstance(v, str) and "/" in v, "a metric key such as test/acc"),
@@ -95,6 +93,7 @@ def check_config(cfg: DictConfig) -> None:
             check_split_sizes(cfg.dataset.splits.train_subset, cfg.dataset.splits.holdout)
         except ValueError as err:
             raise ConfigError(str(err)) from err
+    check_augmentation(cfg.dataset.get("splits", {}))
     probes = [k for k in ("directions_every", "sphere_every") if cfg.diagnostics.get(k)]
     if probes and cfg.optimizer.get("_target_") != "xsam.optim.XSAM":
         raise ConfigError(
@@ -114,6 +113,18 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield from _leaves(v, f"{prefix}{i}.")
     else:
         yield prefix.rstrip("."), node
+
+
+def check_augmentation(splits: DictConfig) -> None:
+    """The dataset's crop, flip and Cutout keys, checked by the record its builder makes."""
+    from xsam.data.augmentation import CONFIG_KEYS, from_config_keys
+
+    if "padding" not in splits:  # no augmentation (digits, ImageNet)
+        return
+    try:
+        from_config_keys(**{k: splits[k] for k in CONFIG_KEYS if k in splits})
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_run_root(root: Path) -> None:

@@ -46,6 +46,21 @@ class Augmentation:
             )
 
 
+CONFIG_KEYS = ("padding", "flip", "cutout_size", "cutout_p")  # under dataset.splits
+
+
+def from_config_keys(
+    *, padding: int, flip: bool = True, cutout_size: int = 0, cutout_p: float = 0.0
+) -> Augmentation:
+    """The record from the dataset config's keys, for the builders and the config checks
+    alike. A key a dataset does not have is a step it does not take, except the flip: CIFAR
+    has no ``flip`` key and always flips."""
+    if not isinstance(flip, bool):
+        raise ValueError(f"dataset.splits.flip must be true or false, got {flip!r}")
+    flip_p = FLIP_P if flip else 0.0
+    return Augmentation(padding=padding, flip_p=flip_p, cutout_size=cutout_size, cutout_p=cutout_p)
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -18,7 +18,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets.utils import check_integrity
 
 from xsam.data import transforms
-from xsam.data.augmentation import FLIP_P, Augmentation
+from xsam.data.augmentation import from_config_keys
 from xsam.data.errors import DatasetNotFound
 from xsam.data.roots import dataset_root
 from xsam.data.splits import DataSplits
@@ -40,9 +40,7 @@ def cifar_splits(
     the splits carry them as an :class:`~xsam.data.augmentation.Augmentation`.
     ``root`` defaults to ``$XSAM_DATA_ROOT/cifar<num_classes>`` (see :mod:`xsam.data.roots`).
     """
-    augmentation = Augmentation(
-        padding=padding, flip_p=FLIP_P, cutout_size=cutout_size, cutout_p=cutout_p
-    )
+    augmentation = from_config_keys(padding=padding, cutout_size=cutout_size, cutout_p=cutout_p)
     dataset_cls = _dataset_class(num_classes)
     root = dataset_root(root, f"cifar{num_classes}")
     train = _load(dataset_cls, root, train=True, download=download)

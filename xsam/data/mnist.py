@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 from torchvision.datasets import MNIST, FashionMNIST
 
 from xsam.data import transforms
-from xsam.data.augmentation import FLIP_P, Augmentation
+from xsam.data.augmentation import from_config_keys
 from xsam.data.cifar import channel_stats
 from xsam.data.errors import DatasetNotFound
 from xsam.data.roots import dataset_root
@@ -55,8 +55,7 @@ def mnist_splits(
     split_seed: int,
 ) -> DataSplits:
     """MNIST (``variant="mnist"``) or Fashion-MNIST (``"fashion_mnist"``) as 1x28x28 images."""
-    flip_p = FLIP_P if flip else 0.0
-    augmentation = Augmentation(padding=padding, flip_p=flip_p, cutout_size=0, cutout_p=0.0)
+    augmentation = from_config_keys(padding=padding, flip=flip)
     dataset_cls = _dataset_class(variant)
     root = dataset_root(root, variant)
     train, evaluation_copy = (_load(dataset_cls, root, train=True) for _ in range(2))
