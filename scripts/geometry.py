@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
+from xsam.paths import REPO, resolve
+from xsam.rundir import RunDir
 from xsam.tables.collect import collect_run_dirs
 from xsam.tables.paired import PairedRow
 
-REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = {
     "g_0": "g_0 (SGD+)",
     "g_1": "g_1 (SAM)",
@@ -40,21 +40,21 @@ PAIRS = [("xsam", "g_1"), ("g_1", "g_0"), ("g_2", "g_1"), ("xsam", "g_2")]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", help="an experiment definition whose runs set sphere_every")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
-    parser.add_argument("--out", default=str(REPO / "results"))
+    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--no-run", action="store_true", help="only summarize what exists")
     args, extra = parser.parse_known_args(argv)
     exp = load_experiment(args.table)
     if not args.no_run:
         sweep = [sys.executable, str(REPO / "scripts" / "sweep.py"), args.table, "--", *extra]
-        if subprocess.run(sweep, cwd=REPO).returncode != 0:
+        if subprocess.run(sweep).returncode != 0:
             print(f"error: the sweep of {args.table} failed", file=sys.stderr)
             return 1
     probes = read_probes(Path(args.runs_dir), exp.group)
     if not probes:
         print(f"error: no geo/* records under {args.runs_dir}/{exp.group}", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    out = resolve(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(probes, out / f"{exp.name}.csv")
     (out / f"{exp.name}.md").write_text(markdown(exp, probes, command(args, extra)))
@@ -73,9 +73,9 @@ def read_probes(runs_dir: Path, group: str) -> list[dict]:
     for run in collect_run_dirs(runs_dir, group):
         if not run.finished:
             continue
-        path = runs_dir / group / Path(run.source).name / "diagnostics.jsonl"
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+        for record in RunDir(resolve(runs_dir) / group / Path(run.source).name).read_jsonl(
+            "diagnostics.jsonl"
+        ):
             if "geo/sphere_max_loss" in record:
                 probes.append({"seed": run.seed, "commit": run.version} | record)
     return sorted(probes, key=lambda p: (p["seed"], p["step"]))
