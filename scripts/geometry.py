@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
+from xsam.markdown import table_lines
 from xsam.paths import REPO, resolve
 from xsam.rundir import RunDir
 from xsam.tables.collect import collect_run_dirs
@@ -120,24 +121,28 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         "- Mean ± std over all probes; the paired rows use each seed's mean over its probes, "
         "with a 95% t interval over seeds (bold where it excludes 0).",
         "",
-        "| candidate | angle to u* (deg) | loss increase at rho_max "
-        "| closest to u* (share of probes) |",
-        "| --- | --- | --- | --- |",
     ]
     closest = [min(CANDIDATES, key=lambda c, p=p: p[f"geo/angle/{c}"]) for p in probes]
+    rows = []
     for name, label in CANDIDATES.items():
         angles = [p[f"geo/angle/{name}"] for p in probes]
         rises = [p[f"geo/loss/{name}"] - p["geo/loss_0"] for p in probes]
         share = closest.count(name) / len(probes)
-        lines.append(f"| {label} | {spread(angles)} | {spread(rises)} | {share:.0%} |")
+        rows.append([label, spread(angles), spread(rises), f"{share:.0%}"])
     rises = [p["geo/sphere_max_loss"] - p["geo/loss_0"] for p in probes]
-    lines += [f"| u* (projected ascent) | 0 | {spread(rises)} | |", ""]
+    rows.append(["u* (projected ascent)", "0", spread(rises), ""])
+    header = ["candidate", "angle to u* (deg)", "loss increase at rho_max"]
+    lines += table_lines([*header, "closest to u* (share of probes)"], rows) + [""]
     lines += [
         "## Paired differences over seeds (angle in degrees: negative = closer to u*)",
         "",
-        "| difference | n seeds | mean | 95% t interval |",
-        "| --- | --- | --- | --- |",
     ]
+    lines += table_lines(["difference", "n seeds", "mean", "95% t interval"], paired_rows(probes))
+    return "\n".join(lines) + "\n"
+
+
+def paired_rows(probes: list[dict]) -> list[list[str]]:
+    rows = []
     for a, b in PAIRS:
         by_a = per_seed(probes, lambda p, a=a: p[f"geo/angle/{a}"])
         by_b = per_seed(probes, lambda p, b=b: p[f"geo/angle/{b}"])
@@ -146,8 +151,8 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         interval = f"[{low:+.2f}, {high:+.2f}]" if diff.n > 1 else "–"
         interval = f"**{interval}**" if diff.n > 1 and diff.significant else interval
         name = f"angle({CANDIDATES[a]}) - angle({CANDIDATES[b]})"
-        lines.append(f"| {name} | {diff.n} | {diff.mean:+.2f} | {interval} |")
-    return "\n".join(lines) + "\n"
+        rows.append([name, str(diff.n), f"{diff.mean:+.2f}", interval])
+    return rows
 
 
 def plot(probes: list[dict], path: Path) -> None:
