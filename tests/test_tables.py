@@ -204,7 +204,11 @@ def test_aggregate_matches_golden_and_refuses_mixed_commits(fixture_dir: Path) -
 
 
 def test_aggregate_allow_mixed_commits_matches_golden(fixture_dir: Path) -> None:
-    done = _aggregate(fixture_dir, "--out", "out", "--allow-mixed-commits")
+    """Called from another directory: relative paths are under the base folder all the same."""
+    elsewhere = fixture_dir / "elsewhere"
+    elsewhere.mkdir()
+    done = _aggregate(elsewhere, "--out", "out", "--allow-mixed-commits")
+    assert not any(elsewhere.iterdir())
     assert done.returncode == 0, done.stderr
     _check_golden(fixture_dir / "out" / "fixture.md", "fixture_allow_mixed.md")
 
