@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config, search_interval
-from xsam.run_identity import NOT_IN_RUN_IDENTITY
+from xsam.run_identity import identity_items
 
 
 def import_training_stack() -> None:
@@ -96,7 +96,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
     choices = {g: choices[g] for g in GROUPS}
     semantic = semantic_config(cfg)
     digest = config_hash(semantic)
-    run_dir = RunDir(Path(cfg.run_root) / cfg.experiment / run_name(choices, cfg.seed, digest))
+    run_dir = RunDir(Path(cfg.run_root) / cfg.study / run_name(choices, cfg.seed, digest))
     run_dir.check_config(semantic, semantic_config)  # the same config, or an error naming keys
 
     ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
@@ -178,7 +178,7 @@ def semantic_config(cfg: DictConfig) -> dict:
     OmegaConf.set_struct(cfg, False)
     cfg.data_root = "<data_root>"  # the same run on another cluster's storage is the same run
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    semantic = {k: v for k, v in resolved.items() if k not in NOT_IN_RUN_IDENTITY}
+    semantic = identity_items(resolved)
     if semantic.get("time_budget_s") is None:  # unset, it leaves earlier runs' hashes alone
         semantic.pop("time_budget_s", None)
     semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
@@ -589,7 +589,7 @@ def finish(cfg, run_dir: RunDir, opt, state: dict, choices: dict) -> dict:
     meta = run_dir.read_meta()
     summary = {
         "status": "finished",
-        "experiment": cfg.experiment,
+        "study": cfg.study,
         "seed": cfg.seed,
         "final": records[-1],
         "best_epoch": best["epoch"],

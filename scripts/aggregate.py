@@ -17,13 +17,12 @@ import sys
 from pathlib import Path
 
 from xsam.experiments import Experiment, ExperimentError, load_experiment
+from xsam.paths import REPO, resolve, shown
 from xsam.rundir import DamagedRunDir, RunDir
 from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.documents import write_outputs
 from xsam.tables.render import Provenance
 from xsam.tables.table import build_table
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         exp = load_experiment(args.table).variant(args.smoke)
-        check_run_files(Path(args.runs_dir) / exp.group)
+        check_run_files(resolve(args.runs_dir) / exp.group)
     except (ExperimentError, DamagedRunDir) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -74,13 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     table = build_table(
         exp, records, allow_mixed=args.allow_mixed_commits, protocol=protocol_of(exp)
     )
-    definition = exp.path.resolve()
-    for base in (REPO, Path.cwd()):  # named as the repository (or the caller) sees it
-        if definition.is_relative_to(base):
-            definition = definition.relative_to(base)
-            break
-    provenance = Provenance(command_line(args), definition.as_posix(), sources)
-    for path in write_outputs(table, provenance, Path(args.out)):
+    provenance = Provenance(command_line(args), shown(exp.path), sources)
+    for path in write_outputs(table, provenance, resolve(args.out)):
         print(f"wrote {path}")
     cells = table.cells.values()
     print(

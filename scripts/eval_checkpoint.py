@@ -23,6 +23,8 @@ from xsam import checkpoint
 from xsam.data import DataSplits
 from xsam.diagnostics import evaluate_sharpness, fixed_batches
 from xsam.diagnostics.publish import log_to_wandb, wandb_target
+from xsam.paths import resolve
+from xsam.rundir import RunDir
 
 # evaluate_sharpness's keyword arguments that the command line can override
 _FORWARDED = ("rho", "ascent_steps", "eig_iters", "eig_tol", "trace_samples", "seed", "bn")
@@ -31,10 +33,11 @@ _FORWARDED = ("rho", "ascent_steps", "eig_iters", "eig_tol", "trace_samples", "s
 def load_run(run_dir: Path) -> tuple[DictConfig, nn.Module, DataSplits]:
     """The run's resolved config, its model (on the CPU) with the checkpoint's weights, and
     its data."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    run = RunDir(run_dir)
+    cfg = OmegaConf.load(run.config_file)  # OmegaConf's YAML types, as instantiate wants them
     splits = instantiate(cfg.dataset.splits)
     model = instantiate(cfg.model)
-    model.load_state_dict(_model_state(run_dir / "checkpoint.pt"))
+    model.load_state_dict(_model_state(run.checkpoint))
     return cfg, model, splits
 
 
@@ -62,7 +65,7 @@ def pick_device(cfg: DictConfig, requested: str | None) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = inspect.signature(evaluate_sharpness).parameters
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=resolve, help="relative: under the repository (xsam.paths)")
     p.add_argument("--batches", type=int, default=4, help="training batches to measure on")
     p.add_argument("--batch-size", type=int, default=None, help="default: the run's batch_size")
     p.add_argument("--data-seed", type=int, default=0, help="which training examples")

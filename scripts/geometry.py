@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
+from xsam.markdown import table_lines
+from xsam.paths import REPO, resolve
+from xsam.rundir import RunDir
 from xsam.tables.collect import collect_run_dirs
 from xsam.tables.paired import PairedRow
 
-REPO = Path(__file__).resolve().parents[1]
 CANDIDATES = {
     "g_0": "g_0 (SGD+)",
     "g_1": "g_1 (SAM)",
@@ -40,21 +41,21 @@ PAIRS = [("xsam", "g_1"), ("g_1", "g_0"), ("g_2", "g_1"), ("xsam", "g_2")]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", help="an experiment definition whose runs set sphere_every")
-    parser.add_argument("--runs-dir", default=str(REPO / "runs"))
-    parser.add_argument("--out", default=str(REPO / "results"))
+    parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
+    parser.add_argument("--out", default="results", help="output folder (default: results)")
     parser.add_argument("--no-run", action="store_true", help="only summarize what exists")
     args, extra = parser.parse_known_args(argv)
     exp = load_experiment(args.table)
     if not args.no_run:
         sweep = [sys.executable, str(REPO / "scripts" / "sweep.py"), args.table, "--", *extra]
-        if subprocess.run(sweep, cwd=REPO).returncode != 0:
+        if subprocess.run(sweep).returncode != 0:
             print(f"error: the sweep of {args.table} failed", file=sys.stderr)
             return 1
     probes = read_probes(Path(args.runs_dir), exp.group)
     if not probes:
         print(f"error: no geo/* records under {args.runs_dir}/{exp.group}", file=sys.stderr)
         return 1
-    out = Path(args.out)
+    out = resolve(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(probes, out / f"{exp.name}.csv")
     (out / f"{exp.name}.md").write_text(markdown(exp, probes, command(args, extra)))
@@ -73,9 +74,9 @@ def read_probes(runs_dir: Path, group: str) -> list[dict]:
     for run in collect_run_dirs(runs_dir, group):
         if not run.finished:
             continue
-        path = runs_dir / group / Path(run.source).name / "diagnostics.jsonl"
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
+        for record in RunDir(resolve(runs_dir) / group / Path(run.source).name).read_jsonl(
+            "diagnostics.jsonl"
+        ):
             if "geo/sphere_max_loss" in record:
                 probes.append({"seed": run.seed, "commit": run.version} | record)
     return sorted(probes, key=lambda p: (p["seed"], p["step"]))
@@ -120,24 +121,28 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         "- Mean ± std over all probes; the paired rows use each seed's mean over its probes, "
         "with a 95% t interval over seeds (bold where it excludes 0).",
         "",
-        "| candidate | angle to u* (deg) | loss increase at rho_max "
-        "| closest to u* (share of probes) |",
-        "| --- | --- | --- | --- |",
     ]
     closest = [min(CANDIDATES, key=lambda c, p=p: p[f"geo/angle/{c}"]) for p in probes]
+    rows = []
     for name, label in CANDIDATES.items():
         angles = [p[f"geo/angle/{name}"] for p in probes]
         rises = [p[f"geo/loss/{name}"] - p["geo/loss_0"] for p in probes]
         share = closest.count(name) / len(probes)
-        lines.append(f"| {label} | {spread(angles)} | {spread(rises)} | {share:.0%} |")
+        rows.append([label, spread(angles), spread(rises), f"{share:.0%}"])
     rises = [p["geo/sphere_max_loss"] - p["geo/loss_0"] for p in probes]
-    lines += [f"| u* (projected ascent) | 0 | {spread(rises)} | |", ""]
+    rows.append(["u* (projected ascent)", "0", spread(rises), ""])
+    header = ["candidate", "angle to u* (deg)", "loss increase at rho_max"]
+    lines += table_lines([*header, "closest to u* (share of probes)"], rows) + [""]
     lines += [
         "## Paired differences over seeds (angle in degrees: negative = closer to u*)",
         "",
-        "| difference | n seeds | mean | 95% t interval |",
-        "| --- | --- | --- | --- |",
     ]
+    lines += table_lines(["difference", "n seeds", "mean", "95% t interval"], paired_rows(probes))
+    return "\n".join(lines) + "\n"
+
+
+def paired_rows(probes: list[dict]) -> list[list[str]]:
+    rows = []
     for a, b in PAIRS:
         by_a = per_seed(probes, lambda p, a=a: p[f"geo/angle/{a}"])
         by_b = per_seed(probes, lambda p, b=b: p[f"geo/angle/{b}"])
@@ -146,8 +151,8 @@ def markdown(exp, probes: list[dict], how: str) -> str:
         interval = f"[{low:+.2f}, {high:+.2f}]" if diff.n > 1 else "–"
         interval = f"**{interval}**" if diff.n > 1 and diff.significant else interval
         name = f"angle({CANDIDATES[a]}) - angle({CANDIDATES[b]})"
-        lines.append(f"| {name} | {diff.n} | {diff.mean:+.2f} | {interval} |")
-    return "\n".join(lines) + "\n"
+        rows.append([name, str(diff.n), f"{diff.mean:+.2f}", interval])
+    return rows
 
 
 def plot(probes: list[dict], path: Path) -> None:

@@ -38,6 +38,9 @@ from urllib.parse import urlparse
 from urllib.request import url2pathname
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout is run from here, not installed (phase_env)
+from xsam.markdown import table_lines  # noqa: E402  (no dependencies beyond Python)
+
 REQUIREMENTS = ["hydra-core>=1.3", "omegaconf>=2.3", "tqdm>=4.66", "pytest>=8"]
 OPTIONAL = ["wandb>=0.18"]  # planned only when its wheel is in the folder
 NODE_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pillow")  # pinned, never replaced
@@ -378,21 +381,26 @@ def markdown(state: dict) -> str:
         f"`{state['command']}`, started {state['started']}, "
         f"{state['seconds']:.0f} s of a {state['budget_s']:.0f} s budget."
     )
-    lines += ["", "## Machine", "", "| | |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in machine_rows(state["node"], state["setup"])]
-    lines += ["", "## Phases", "", "| phase | status | seconds | budget | command |"]
-    lines += ["| --- | --- | --- | --- | --- |"]
-    for p in state["phases"]:
-        command = " ".join(p["command"][1:]).replace(str(REPO) + "/", "")
-        command = command.replace(state["out_dir"], "OUT_DIR")
-        cells = [p["name"], p["status"], f"{p['seconds']:.0f}", f"{p['budget_s']:.0f}"]
-        lines.append("| " + " | ".join(cells) + f" | `{command}` |")
+    lines += ["", "## Machine", ""]
+    lines += table_lines(["", ""], machine_rows(state["node"], state["setup"]))
+    lines += ["", "## Phases", ""]
+    lines += table_lines(["phase", "status", "seconds", "budget", "command"], phase_rows(state))
     lines += tests_section(state["results"].get("tests", []))
     for script in ("bench_optim", "bench_train"):
         lines += bench_section(script, state["results"])
     lines += train_section(state["results"].get("train_runs"))
     lines += unfinished_logs(state["phases"])
     return "\n".join(lines) + "\n"
+
+
+def phase_rows(state: dict) -> list[list[str]]:
+    rows = []
+    for p in state["phases"]:
+        command = " ".join(p["command"][1:]).replace(str(REPO) + "/", "")
+        command = command.replace(state["out_dir"], "OUT_DIR")
+        seconds = [f"{p['seconds']:.0f}", f"{p['budget_s']:.0f}"]
+        rows.append([p["name"], p["status"], *seconds, f"`{command}`"])
+    return rows
 
 
 def unfinished_logs(phases: list[dict], tail: int = 40) -> list[str]:
@@ -410,18 +418,20 @@ SELF_TEST_BANNER = (
     "**CPU self-test: there is no CUDA device, so nothing here is a GPU number.** The phases "
     "ran in their small CPU form, to show that the check itself works."
 )
-TRAIN_HEADER = (
-    "| method | precision | images/s | ms per opt.step | timed steps | alpha-search share "
-    "| final train loss |"
-)
+TRAIN_HEADER = [
+    *("method", "precision", "images/s", "ms per opt.step", "timed steps"),
+    *("alpha-search share", "final train loss"),
+]
 
 
 def tests_section(tests: list[dict]) -> list[str]:
     counts = {v: sum(t["verdict"] == v for t in tests) for v in ("passed", "failed", "skipped")}
     lines = ["", "## CUDA tests (tests/test_cuda.py)", ""]
     lines.append(", ".join(f"{n} {v}" for v, n in counts.items()) + f" of {len(tests)}.")
-    lines += ["", "| test | verdict | note |", "| --- | --- | --- |"]
-    lines += [f"| {t['test']} | {t['verdict']} | {t['note'][:200]} |" for t in tests]
+    lines += [""]
+    lines += table_lines(
+        ["test", "verdict", "note"], ([t["test"], t["verdict"], t["note"][:200]] for t in tests)
+    )
     return lines
 
 
@@ -441,14 +451,15 @@ def train_section(data: dict | None) -> list[str]:
     lines = ["", "## Training runs (scripts/gpu_train_run.py through train.py)", ""]
     if not data or not data["runs"]:
         return lines + ["No run finished."]
-    lines += [TRAIN_HEADER, "|" + " --- |" * (TRAIN_HEADER.count("|") - 1)]
-    for r in data["runs"]:
-        lines.append(
-            f"| {r['method']} | {r['precision']} | {r['images_per_s']:.0f} | {r['step_ms']:.2f} "
-            f"| {r['timed_steps']} | {r['search_share']:.3f} | {r['train_loss']:.4f} |"
-        )
-    lines += ["", "| ratio | value |", "| --- | --- |"]
-    lines += [f"| {r['ratio']} | {r['value']:.3f} |" for r in data["ratios"]]
+    rows = [
+        [r["method"], r["precision"], f"{r['images_per_s']:.0f}", f"{r['step_ms']:.2f}"]
+        + [str(r["timed_steps"]), f"{r['search_share']:.3f}", f"{r['train_loss']:.4f}"]
+        for r in data["runs"]
+    ]
+    lines += table_lines(TRAIN_HEADER, rows) + [""]
+    lines += table_lines(
+        ["ratio", "value"], ([r["ratio"], f"{r['value']:.3f}"] for r in data["ratios"])
+    )
     return lines
 
 

@@ -67,7 +67,7 @@ def overrides(args, root: Path, method: str, precision: str) -> list[str]:
     return [
         f"run_root={root / 'runs'}",
         f"data_root={root / 'data'}",
-        "experiment=gpu_check",
+        "study=gpu_check",
         "dataset=cifar10",
         f"model={args.model}",
         f"optimizer={method}",

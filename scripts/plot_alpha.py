@@ -12,38 +12,25 @@ folder's figures/) for several, overlaid.
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from xsam.diagnostics.plots import plot_alpha, plot_angles
 from xsam.diagnostics.publish import log_to_wandb, wandb_target
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """One dict per line; a torn last line (a run killed mid-write) is skipped."""
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
+from xsam.paths import resolve
+from xsam.rundir import RunDir
 
 
 def run_records(run_dir: Path) -> list[dict]:
     # metrics first: series() keeps the last value per step, so diagnostics.jsonl wins ties
-    return read_jsonl(run_dir / "metrics.jsonl") + read_jsonl(run_dir / "diagnostics.jsonl")
+    run = RunDir(run_dir)  # a running run's torn last line is left out
+    return run.read_intact("metrics.jsonl") + run.read_intact("diagnostics.jsonl")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", type=Path, nargs="+")
+    p.add_argument("run_dirs", type=resolve, nargs="+", help="relative: under the repository")
     p.add_argument("--out", type=Path, default=None, help="folder for the PNGs (see above)")
     p.add_argument("--wandb", action="store_true", help="log the PNGs to W&B")
     args = p.parse_args(argv)
@@ -71,10 +58,7 @@ def default_out(run_dirs: list[Path]) -> Path:
 
 
 def logger_of(run_dir: Path) -> dict | None:
-    config = run_dir / "config.yaml"
-    if not config.exists():
-        return None
-    return OmegaConf.to_container(OmegaConf.load(config)).get("logger")
+    return RunDir(run_dir).read_config().get("logger")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from xsam.experiments import load_experiment
+from xsam.paths import resolve
 from xsam.tables.collect import add_source_arguments, collect
 from xsam.tables.plots import plot_curves
 from xsam.tables.table import build_table
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     key = args.metric or exp.metric
     records, _ = collect(exp.group, Path(args.runs_dir), args.wandb, metric_keys=(key,))
     table = build_table(exp, records, allow_mixed=args.allow_mixed_commits)
-    path = plot_curves(table, Path(args.out) / f"{exp.name}_curves.png", key)
+    path = plot_curves(table, resolve(args.out) / f"{exp.name}_curves.png", key)
     print(f"wrote {path} ({len(table.used_runs())} runs)")
     return 0
 

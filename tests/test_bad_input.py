@@ -103,7 +103,7 @@ def finished(tmp_path_factory) -> Path:
         ("resume=sometimes", "resume must be one of"),
         ("objective=accuracy", "objective must be"),
         ("train.limit_batches=0", "train.limit_batches must be"),
-        ("experiment=a/b", "experiment must be"),
+        ("study=a/b", "study must be"),
     ],
 )
 def test_bad_setting_is_one_line_exit_2_and_nothing_written(finished, override, named):

@@ -17,9 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def definition(tmp_path: Path, **changes) -> Path:
     raw = {
-        "name": "fair",
         "description": "a budget test",
-        "group": "fair",
         "seeds": [0],
         "axes": {"dataset": ["digits"], "optimizer": ["sgd", "sam", "msam", "gsam"]},
         "rows": ["dataset"],

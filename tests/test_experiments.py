@@ -3,6 +3,7 @@ with the Hydra configs; a broken definition fails with one line naming the file 
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from xsam.experiments import (
-    EXPERIMENTS_DIR,
     ExperimentError,
     list_experiments,
     load_experiment,
@@ -49,31 +49,34 @@ def test_definition_loads_and_expands(name: str, smoke: bool) -> None:
     definition = load_experiment(name)
     exp = definition.variant(smoke)
     runs = exp.overrides()
-    assert len(runs) == EXPECTED_RUNS[name] == len(exp.cells()) * len(exp.seeds)
+    assert len(runs) == EXPECTED_RUNS[name]  # counted by hand from the paper's tables
     assert len(exp.seeds) >= 2 and exp.metric == "test/acc"
-    assert exp.reference == {}, "reference numbers are filled in by users, never invented"
     assert len({tuple(run) for run in runs}) == len(runs)
+    label = f"{name}_smoke" if smoke else name  # the file name, not a copied key
+    assert exp.name == exp.group == label
     for run in runs:
-        assert run[0] == f"experiment={exp.group}" and run[-1].startswith("seed=")
+        assert run[0] == f"study={label}" and run[-1].startswith("seed=")
     if smoke:  # the smoke overrides reach every run (a budget may scale epochs)
-        assert exp.group == f"{name}_smoke" and definition.smoke
-        for key, value in definition.smoke.items():
-            assert any(o.startswith(f"{key}=") for o in runs[0]), (key, value)
-    # one multirun per grid gives exactly the same runs
-    assert sum(_product_size(sweep) for sweep in exp.sweeps()) == len(runs)
+        assert definition.smoke
+        for key in definition.smoke:
+            assert all(any(o.startswith(f"{key}=") for o in run) for run in runs), key
+    # one multirun per grid gives exactly the same runs: Hydra's product of each sweep
+    assert sorted(run for sweep in exp.sweeps() for run in _expand(sweep)) == sorted(
+        sorted(run) for run in runs
+    )
 
 
-def _product_size(sweep: list[str]) -> int:
-    size = 1
-    for override in sweep:
-        size *= len(override.split("=", 1)[1].split(","))
-    return size
+def _expand(sweep: list[str]) -> list[list[str]]:
+    """The runs Hydra's basic sweeper makes of ``key=a,b`` overrides: their product."""
+    choices = [[f"{key}={v}" for v in values.split(",")] for key, values in
+               (o.split("=", 1) for o in sweep)]  # fmt: skip
+    return [sorted(run) for run in itertools.product(*choices)]
 
 
 def test_table2_expands_to_hydra_overrides() -> None:
     runs = load_experiment("table2").overrides()
     assert runs[0] == [
-        "experiment=table2",
+        "study=table2",
         "dataset=cifar100",
         "model=resnet18",
         "optimizer.steps=1",
@@ -90,7 +93,7 @@ def test_sweep_dry_run_prints_multirun_commands() -> None:
             str(REPO / "scripts" / "sweep.py"),
             "table1",
             "--launcher",
-            "slurm",
+            "slurm_ci",
             "--dry-run",
             "--",
             "hydra.launcher.partition=gpu",
@@ -102,19 +105,17 @@ def test_sweep_dry_run_prints_multirun_commands() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "python train.py -m hydra/launcher=slurm experiment=table1 "
+        "python train.py -m hydra/launcher=slurm_ci study=table1 "
         "dataset=cifar10,cifar100 model=resnet18,vgg11_bn,densenet121 "
         "optimizer=sgd,sgdplus,sam,xsam seed=0,1,2 hydra.launcher.partition=gpu",
-        "python train.py -m hydra/launcher=slurm experiment=table1 "
+        "python train.py -m hydra/launcher=slurm_ci study=table1 "
         "dataset=tinyimagenet model=resnet18 optimizer=sgd,sgdplus,sam,xsam seed=0,1,2 "
         "hydra.launcher.partition=gpu",
     ]
 
 
 GOOD = """\
-name: bad
 description: a definition with one thing wrong
-group: bad
 seeds: [0, 1, 2]
 axes: {optimizer: [sam, xsam]}
 rows: []
@@ -124,30 +125,60 @@ metric: test/acc
 
 
 @pytest.mark.parametrize(
-    ("edit", "key"),
+    ("edit", "key", "why"),
     [
-        (lambda s: s.replace("seeds: [0, 1, 2]", "seeds: [0, 0]"), "seeds"),
-        (lambda s: s.replace("columns: [optimizer]", "columns: []"), "rows"),
-        (lambda s: s.replace("metric: test/acc\n", ""), "metric"),
-        (lambda s: s + "reference: {sgd: 90.0}\n", "reference.sgd"),
-        (lambda s: s + "reference: {xsam: high}\n", "reference.xsam"),
+        # the schema (OmegaConf): unknown keys, types, missing keys
+        (lambda s: s + "colums: [x]\n", "colums", "unknown"),
+        (lambda s: s + "name: bad\n", "name", "derived from the file name"),
+        (lambda s: s + "group: bad\n", "group", "derived from the file name"),
+        (lambda s: s.replace("metric: test/acc\n", ""), "metric", "missing"),
+        (lambda s: s.replace("rows: []\n", ""), "rows", "missing"),
+        (lambda s: s.replace("[0, 1, 2]", "[0, 1.5]"), "seeds[1]", "Integer"),
+        (lambda s: s + "error: maybe\n", "error", "bool"),
+        (lambda s: s + "reference: {xsam: high}\n", "reference.xsam", "Float"),
+        (lambda s: s + "budget: {epochs: 3}\n", "budget.equal", "missing"),
+        (lambda s: s + "budget: {equal: epochs, secs: 3}\n", "budget.secs", "unknown"),
+        (
+            lambda s: s + "paired: {axis: optimizer, treatment: xsam}\n",
+            "paired.baseline",
+            "missing",
+        ),
+        (lambda s: s + "fixed: {epochs: [1, 2]}\n", "fixed.epochs", "scalar"),
+        # the rules between keys
+        (lambda s: s.replace("seeds: [0, 1, 2]", "seeds: [0, 0]"), "seeds", "distinct"),
+        (lambda s: s.replace("columns: [optimizer]", "columns: []"), "rows", "each axis once"),
+        (lambda s: s + "reference: {sgd: 90.0}\n", "reference.sgd", "not a cell key"),
         (
             lambda s: s + "paired: {axis: optimizer, treatment: xsam, baseline: sgd}\n",
             "paired.baseline",
+            "not a value of axis",
         ),
-        (lambda s: s + "fixed: {optimizer: sam}\n", "fixed.optimizer"),
-        (lambda s: s + "colums: [x]\n", "colums"),
-        (lambda s: s.replace("name: bad", "name: other"), "name"),
-        (lambda s: s.replace("[sam, xsam]", "[]"), "axes.optimizer"),
+        (lambda s: s + "fixed: {optimizer: sam}\n", "fixed.optimizer", "also set by the axes"),
+        (lambda s: s + "fixed: {study: other}\n", "fixed.study", "also set by"),
+        (lambda s: s + "baseline: sgd\n", "baseline", "not a column"),
+        (lambda s: s + "pairs: [[xsam]]\n", "pairs[0]", "[treatment, baseline]"),
+        (lambda s: s.replace("[sam, xsam]", "[]"), "axes.optimizer", "non-empty list"),
+        (lambda s: s.replace("[sam, xsam]", "[sam, sam]"), "axes.optimizer", "repeat"),
     ],
 )
-def test_invalid_definition_names_file_and_key(tmp_path: Path, edit, key: str) -> None:
+def test_invalid_definition_names_file_and_key(tmp_path: Path, edit, key: str, why: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(edit(GOOD))
     with pytest.raises(ExperimentError) as err:
         load_experiment(path)
     message = str(err.value)
-    assert "\n" not in message and message.startswith(f"{path}: key '{key}'"), message
+    assert "\n" not in message and message.startswith(f"{path}: key '{key}': "), message
+    assert why in message, message
+
+
+def test_the_good_definition_is_good(tmp_path: Path) -> None:
+    """The cases above fail for their one edit, not for something GOOD already lacks."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD + "reference: {xsam: 95}\npairs: [[xsam, sam]]\nbaseline: sam\n")
+    exp = load_experiment(path)
+    assert (exp.name, exp.reference, exp.pairs, exp.baseline) == (
+        "bad", {"xsam": 95.0}, ((("xsam",), ("sam",)),), ("sam",),
+    )  # fmt: skip
 
 
 def test_valid_definition_and_unknown_name(tmp_path: Path) -> None:
@@ -177,7 +208,7 @@ def test_definition_composes_with_the_configs(name: str) -> None:
             cells = _covering_cells(exp) if not smoke else exp.cells()[:1]
             for cell in cells:
                 cfg = compose("config", overrides=first_seed[cell])
-                assert cfg.experiment == exp.group
+                assert cfg.study == exp.group
                 for key, value in zip(exp.axes, cell, strict=True):
                     if key not in OPTIONS:
                         assert str(OmegaConf.select(cfg, key)) == str(value), key
@@ -206,5 +237,26 @@ def _covering_cells(exp) -> list[tuple]:
     return list(cells)
 
 
-def test_experiments_dir_is_the_repository_folder() -> None:
-    assert EXPERIMENTS_DIR == REPO / "experiments"
+def test_definitions_are_found_from_any_directory(tmp_path: Path) -> None:
+    """A name is a file of the repository's experiments/, whatever the caller's directory;
+    a relative path is read under the base folder (the repository, or $XSAM_BASE)."""
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "table2.yaml").write_text(GOOD)  # a decoy beside the caller
+    code = (
+        "from xsam.experiments import load_experiment as load; "
+        "print(load('table2').path); print(load('experiments/table2.yaml').description)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XSAM_BASE"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    path, description = done.stdout.splitlines()
+    assert Path(path) == REPO / "experiments" / "table2.yaml"
+    assert description.startswith("Multi-step ascent")
+    done = subprocess.run(
+        [sys.executable, "-c", code.split("; print(load('table2').path)")[0] +
+         "; print(load('experiments/table2.yaml').description)"],
+        cwd=REPO, capture_output=True, text=True, env={**env, "XSAM_BASE": str(tmp_path)},
+    )  # fmt: skip
+    assert done.stdout.strip() == "a definition with one thing wrong", done.stderr

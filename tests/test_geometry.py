@@ -73,7 +73,7 @@ def test_label_noise_moves_exactly_that_fraction_to_other_classes():
 def test_geometry_command_on_the_digits(tmp_path):
     definition = tmp_path / "geo.yaml"
     definition.write_text(
-        "name: geo\ndescription: geometry on the digits\ngroup: geo\nseeds: [0, 1]\n"
+        "description: geometry on the digits\nseeds: [0, 1]\n"
         "fixed: {epochs: 1, diagnostics.sphere_every: 5, optimizer.rho_max: 0.3}\n"
         "axes: {optimizer: [xsam]}\nrows: []\ncolumns: [optimizer]\nmetric: test/acc\n"
     )

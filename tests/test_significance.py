@@ -17,9 +17,7 @@ from xsam.tables.render import MARKDOWN, Provenance, baseline_table, grid, pairs
 from xsam.tables.table import build_table
 
 DEFINITION = """\
-name: sig
 description: significance fixture
-group: sig
 seeds: [0, 1, 2, 3]
 fixed: {{dataset: digits}}
 axes:
@@ -150,7 +148,7 @@ def test_the_smoke_variant_never_reads_like_the_protocol(tmp_path):
 def test_grid_settings_reach_the_commands_and_place_only_matching_runs(tmp_path):
     exp = definition(tmp_path)
     assert exp.overrides()[4] == [
-        "experiment=sig",
+        "study=sig",
         "dataset=digits",
         "optimizer=sam",
         "optimizer.steps=1",
@@ -182,7 +180,7 @@ def test_bad_baseline_pairs_and_conflicting_sets_name_the_key(tmp_path):
     text = DEFINITION.format(extra="")
     cases = [
         (text.replace("baseline: sgd/0", "baseline: adam/0"), "key 'baseline'"),
-        (text.replace("pairs: [[xsam/1, sam/1]]", "pairs: [[xsam/1]]"), "key 'pairs'"),
+        (text.replace("pairs: [[xsam/1, sam/1]]", "pairs: [[xsam/1]]"), r"key 'pairs\[0\]'"),
         (
             text.replace(
                 "  - {optimizer: [sgd], optimizer.steps: [0]}",

@@ -30,7 +30,7 @@ CONFIGS = REPO / "configs"
 PRESETS = sorted(p.stem for p in (CONFIGS / "hydra" / "launcher").glob("*.yaml"))
 # two runs of the digits demo; an epoch of 89 steps takes 1 to 3 s on one CPU
 SWEEP = [
-    "experiment=slurm_test",
+    "study=slurm_test",
     "optimizer=sam,xsam",
     "seed=0",
     "epochs=6",
@@ -296,7 +296,7 @@ def test_tasks_per_node_start_one_process_group(tmp_path):
     """What slurm_multigpu does with GPUs, on CPUs: two tasks, one gloo process group."""
     app = tmp_path / "ddp_app.py"
     app.write_text(textwrap.dedent(DDP_APP.format(configs=str(CONFIGS))))
-    args = [*SLURM, "hydra.launcher.tasks_per_node=2", "experiment=slurm_ddp", "seed=0"]
+    args = [*SLURM, "hydra.launcher.tasks_per_node=2", "study=slurm_ddp", "seed=0"]
     log = tmp_path / "ddp.log"
     try:
         with open(log, "w") as out:

@@ -44,9 +44,7 @@ def test_multirun_goes_on_past_a_failed_job_and_lists_it_at_the_end(tmp_path):
 def two_grid_experiment(path: Path) -> Path:
     """An experiment definition of two grids (two multiruns); the first one's lr is bad."""
     definition = {
-        "name": path.stem,
         "description": "two grids",
-        "group": path.stem,
         "seeds": [0],
         "fixed": {},
         "axes": [{"optimizer": ["sgd"], "lr": [-1]}, {"optimizer": ["sgd"], "lr": [0.05]}],
@@ -80,7 +78,7 @@ def test_unknown_table_is_one_line(script):
 @pytest.mark.slow
 def test_aggregate_with_a_truncated_summary_is_one_line_naming_it(tmp_path):
     runs = tmp_path / "runs"
-    assert cli("train.py", f"run_root={runs}", *SMOKE, "experiment=demo").returncode == 0
+    assert cli("train.py", f"run_root={runs}", *SMOKE, "study=demo").returncode == 0
     (summary,) = runs.glob("demo/*/summary.json")
     summary.write_bytes(summary.read_bytes()[:40])
     result = cli("scripts/aggregate.py", "demo", "--runs-dir", str(runs), "--out", str(tmp_path))
@@ -107,3 +105,20 @@ def test_optuna_sweeper_maximises_the_runs_objective(tmp_path):
     assert best["best_value"] == max(r["final"]["test/acc"] for r in runs)
     winners = [r["final"]["lr"] for r in runs if r["final"]["test/acc"] == best["best_value"]]
     assert best["best_params"]["lr"] in winners  # (the first of tied trials)
+
+
+def test_launcher_is_an_option_of_hydras_launcher_group():
+    """--launcher NAME is hydra/launcher=NAME for every preset in configs/hydra/launcher/ and
+    every installed launcher; anything else is one line listing them."""
+    presets = sorted(p.stem for p in (REPO / "configs" / "hydra" / "launcher").glob("*.yaml"))
+    assert "slurm_ci" in presets
+    for name in [*presets, "basic", "joblib"]:
+        result = cli("scripts/sweep.py", "demo", "--dry-run", "--launcher", name)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"python train.py -m hydra/launcher={name} study=demo ")
+    plain = cli("scripts/sweep.py", "demo", "--dry-run")
+    assert plain.stdout.startswith("python train.py -m study=demo "), plain.stdout
+    result = cli("scripts/sweep.py", "demo", "--dry-run", "--launcher", "slrum")
+    line = one_error_line(result)
+    assert result.returncode == 2 and "--launcher slrum" in line
+    assert all(name in line for name in [*presets, "basic", "joblib"]), line

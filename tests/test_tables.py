@@ -11,7 +11,7 @@ Regenerate the golden files after an intended change of the output, and review t
 Write the fixture runs somewhere to try the scripts by hand (``runs/`` is git-ignored):
 
     python tests/test_tables.py /tmp/fixture      # /tmp/fixture/{experiments,runs}/
-    cd /tmp/fixture && python "$OLDPWD/scripts/aggregate.py" experiments/fixture.yaml --out out
+    XSAM_BASE=/tmp/fixture python scripts/aggregate.py experiments/fixture.yaml --out out
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ GOLDEN = REPO / "tests" / "golden"
 COMMIT_A, COMMIT_B = "a1" * 20, "b2" * 20
 
 FIXTURE_YAML = """\
-name: fixture
 description: Fixture table for the aggregation tests (not a paper table).
-group: fixture
 seeds: [0, 1, 2]
 fixed: {dataset: digits}
 axes:
@@ -170,6 +168,7 @@ def write_fixture(root: Path) -> None:
 def fixture_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_fixture(tmp_path)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XSAM_BASE", str(tmp_path))  # the scripts' relative paths: xsam.paths
     return tmp_path
 
 
@@ -205,7 +204,11 @@ def test_aggregate_matches_golden_and_refuses_mixed_commits(fixture_dir: Path) -
 
 
 def test_aggregate_allow_mixed_commits_matches_golden(fixture_dir: Path) -> None:
-    done = _aggregate(fixture_dir, "--out", "out", "--allow-mixed-commits")
+    """Called from another directory: relative paths are under the base folder all the same."""
+    elsewhere = fixture_dir / "elsewhere"
+    elsewhere.mkdir()
+    done = _aggregate(elsewhere, "--out", "out", "--allow-mixed-commits")
+    assert not any(elsewhere.iterdir())
     assert done.returncode == 0, done.stderr
     _check_golden(fixture_dir / "out" / "fixture.md", "fixture_allow_mixed.md")
 
@@ -336,9 +339,7 @@ def test_collect_wandb_asks_for_the_group(fixture_dir: Path) -> None:
 
 
 E2E_YAML = """\
-name: e2e
 description: The pipeline end to end, train.py included.
-group: e2e
 seeds: [0, 1]
 fixed: {dataset: digits, model: small_cnn}
 axes: {optimizer: [sam, xsam]}
@@ -356,6 +357,7 @@ def test_sweep_train_aggregate_end_to_end(tmp_path: Path) -> None:
     """sweep.py launches train.py on the digits; aggregate.py and plot_curves.py read its runs."""
     (tmp_path / "e2e.yaml").write_text(E2E_YAML)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    env["XSAM_BASE"] = str(tmp_path)  # e2e.yaml, runs/ and out/ are there
 
     def script(name: str, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(

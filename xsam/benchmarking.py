@@ -3,6 +3,8 @@
 import platform
 import subprocess
 
+from xsam.markdown import table_lines
+
 Column = tuple[str, str, str]  # (header, key in a row, format string)
 
 
@@ -12,10 +14,8 @@ def markdown_table(rows: list[dict], columns: list[Column]) -> str:
     def cell(row: dict, key: str, fmt: str) -> str:
         return "—" if row.get(key) is None else fmt.format(row[key])
 
-    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |"]
-    lines.append("|" + "|".join(" --- " for _ in columns) + "|")
-    lines += ["| " + " | ".join(cell(r, k, f) for _, k, f in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    header = [h for h, _, _ in columns]
+    return "\n".join(table_lines(header, ([cell(r, k, f) for _, k, f in columns] for r in rows)))
 
 
 def cpu_name() -> str:

@@ -43,7 +43,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "sync_every": _int_at_least(1),
     "device": (lambda v: v in ("auto", "cpu", "cuda"), "one of auto, cpu, cuda"),
     "precision": (lambda v: v in ("fp32", "bf16"), "one of fp32, bf16"),
-    "experiment": (lambda v: isinstance(v, str) and v and "/" not in v, "a name without '/'"),
+    "study": (lambda v: isinstance(v, str) and v and "/" not in v, "a name without '/'"),
     **{key: _BOOL for key in ("deterministic", "progress", "compile", "channels_last")},
     **{key: _BOOL for key in ("sync_bn", "no_decay_norm_bias", "diagnostics.sharpness_at_end")},
     **{f"loader.{k}": _BOOL for k in ("device_resident", "pin_memory", "persistent_workers")},

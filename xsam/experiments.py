@@ -1,31 +1,18 @@
 """Experiment definitions: one YAML per paper table in ``experiments/``.
 
-A definition is data that both the sweep launcher and the table builder read:
+A definition is data that both the sweep launcher and the table builder read. Its keys,
+their types and which are required are the dataclass :class:`Definition` (an OmegaConf
+structured schema: an unknown key, a wrong type or a missing key is OmegaConf's error, turned
+into one line naming the file and the key); the rules that tie keys together (rows + columns
+are the axes, ``paired`` and ``baseline`` name axis values, ...) are the short functions below.
+The name is the file's stem (``experiments/table2.yaml`` is ``table2``: its runs' study label,
+``runs/table2/``, the W&B group and ``results/table2.*``); the smoke variant is
+``table2_smoke``. The format, key by key: docs/TABLES.md.
 
-```yaml
-name: table2                      # = the file name; results/<name>.csv, .md, .tex
-description: Multi-step SAM versus XSAM on CIFAR-100 with ResNet-18
-group: table2                     # W&B group = the `experiment` config value = runs/<group>/
-seeds: [0, 1, 2]
-fixed: {dataset: cifar100, model: resnet18}   # overrides common to every run
-axes:                             # config key -> values; the runs are their product
-  optimizer: [sam, xsam]
-  optimizer.steps: [1, 2, 3, 5]
-rows: [optimizer.steps]           # rows + columns = the axes, each once
-columns: [optimizer]
-metric: test/acc                  # final-epoch value; error = 100 - metric is reported too
-paired: {axis: optimizer, treatment: xsam, baseline: sam}   # optional
-reference: {}                     # cell key -> reported number, for users to fill in
-smoke: {epochs: 1}                # overrides for the smoke variant (group <group>_smoke)
-budget: {equal: epochs}           # optional: epochs | gradients | wall_clock (xsam.budget)
-```
-
-``axes`` may also be a list of such mappings with the same keys: the runs are then the union
-of their products (table 1 has Tiny-ImageNet with ResNet-18 only). Each mapping of the list
-may also hold ``set: {key: value}``, overrides for its runs alone that are not axes (the
-Fashion-MNIST table gives SAM and ASAM their own rho this way); a run is placed in a cell
-only when it has them. A cell key is the cell's
-values in ``rows + columns`` order joined by ``/`` (``cifar10/resnet18/xsam``).
+``axes`` is a mapping from a config key to values (the runs are their product, x seeds) or a
+list of such mappings with the same keys (the union of their products); a mapping of a list
+may hold ``set: {key: value}``, overrides for its runs alone. A cell key is the cell's values
+in ``rows + columns`` order joined by ``/`` (``cifar10/resnet18/xsam``).
 """
 
 from __future__ import annotations
@@ -37,17 +24,62 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from xsam.budget import Budget, parse_budget
+from xsam.paths import resolve
+from xsam.run_identity import STUDY
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
-_REQUIRED = ("name", "description", "group", "seeds", "axes", "rows", "columns", "metric")
-_OPTIONAL = ("fixed", "paired", "baseline", "pairs", "reference", "smoke", "error", "budget")
 _SCALAR = (str, int, float, bool)
+# a union keeps 2 an int and 2.0 a float, as YAML wrote them (Hydra overrides tell them apart)
+Scalar = bool | int | float | str | None
 
 
 class ExperimentError(ValueError):
     """A definition that cannot be used; the message names the file and the key."""
+
+
+# --- the schema: what OmegaConf checks -------------------------------------------------------
+
+
+@dataclass
+class PairedSpec:
+    axis: str = MISSING
+    treatment: Any = MISSING
+    baseline: Any = MISSING
+
+
+@dataclass
+class BudgetSpec:  # the values' meaning and their rules: xsam.budget
+    equal: str = MISSING
+    epochs: int | None = None
+    seconds: int | float | None = None
+    include_equal_epochs: bool = False
+
+
+@dataclass
+class Definition:
+    """The keys of a definition file (docs/TABLES.md); ``???`` ones are required."""
+
+    description: str = MISSING
+    seeds: list[int] = MISSING
+    axes: Any = MISSING  # a mapping or a list of mappings: checked by _grids
+    rows: list[str] = MISSING
+    columns: list[str] = MISSING
+    metric: str = MISSING
+    fixed: dict[str, Scalar] = field(default_factory=dict)
+    smoke: dict[str, Scalar] = field(default_factory=dict)
+    paired: PairedSpec | None = None
+    baseline: Any = None  # a column key
+    pairs: list[list[Any]] = field(default_factory=list)  # [treatment, baseline] column keys
+    reference: dict[str, float] = field(default_factory=dict)
+    error: bool = True
+    budget: BudgetSpec | None = None
+
+
+# --- the loaded definition -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -61,9 +93,8 @@ class Paired:
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str
+    name: str  # the file's stem; ``<stem>_smoke`` for the smoke variant
     description: str
-    group: str
     seeds: tuple[int, ...]
     grids: tuple[dict[str, tuple[Any, ...]], ...]
     rows: tuple[str, ...]
@@ -81,6 +112,11 @@ class Experiment:
     budget: Budget = field(default_factory=Budget)
 
     @property
+    def group(self) -> str:
+        """The runs' study label: ``runs/<group>/`` and the W&B group (= the name)."""
+        return self.name
+
+    @property
     def axes(self) -> tuple[str, ...]:
         """The axis keys in table order: rows, then columns."""
         return self.rows + self.columns
@@ -94,23 +130,16 @@ class Experiment:
         return list(seen)
 
     def variant(self, smoke: bool) -> Experiment:
-        """The smoke variant: its own name and group (``<name>_smoke``), so its runs and
-        results never mix with the real ones, and ``smoke`` overrides on top of ``fixed``."""
+        """The smoke variant: its own name (``<name>_smoke``, and so its own runs and results,
+        which never mix with the real ones), ``smoke`` overrides on top of ``fixed``."""
         if not smoke:
             return self
         fixed, budget, grids = {**self.fixed, **self.smoke}, self.budget, self.grids
         if budget.equal == "gradients" and "epochs" in fixed:  # the budget scales, SGD 2x stays
             budget = budget.with_epochs(fixed.pop("epochs"))
             grids = budget.grids()
-        return replace(
-            self,
-            name=f"{self.name}_smoke",
-            group=f"{self.group}_smoke",
-            fixed=fixed,
-            smoke={},
-            budget=budget,
-            grids=grids,
-        )
+        name = f"{self.name}_smoke"
+        return replace(self, name=name, fixed=fixed, smoke={}, budget=budget, grids=grids)
 
     def settings_of(self, cell: tuple[Any, ...]) -> dict[str, Any]:
         """The ``set`` overrides of the (first) grid that holds ``cell``."""
@@ -151,9 +180,7 @@ class Experiment:
         return self.settings or tuple({} for _ in self.grids)
 
     def _head(self) -> list[str]:
-        return [f"experiment={self.group}"] + [
-            f"{k}={format_value(v)}" for k, v in self.fixed.items()
-        ]
+        return [f"{STUDY}={self.group}"] + [f"{k}={format_value(v)}" for k, v in self.fixed.items()]
 
 
 def cell_key(values: tuple[Any, ...]) -> str:
@@ -188,101 +215,91 @@ def list_experiments(root: Path = EXPERIMENTS_DIR) -> list[str]:
     return sorted(p.stem for p in Path(root).glob("*.yaml"))
 
 
+# --- loading: the schema first, then the rules between keys -----------------------------------
+
+
 def load_experiment(name_or_path: str | Path, root: Path = EXPERIMENTS_DIR) -> Experiment:
-    """Load ``root/<name>.yaml`` (or a path to a YAML file) and validate it."""
-    path = Path(name_or_path)
+    """Load ``root/<name>.yaml``, or a YAML file (a relative path: under the base folder of
+    :mod:`xsam.paths`), and validate it."""
+    path = resolve(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = Path(root) / f"{name_or_path}.yaml"
     if not path.is_file():
         known = ", ".join(list_experiments(root)) or "none"
         raise ExperimentError(f"{path}: no such experiment definition (known: {known})")
+    return _build(_read_schema(path), path)
+
+
+def _read_schema(path: Path) -> dict[str, Any]:
+    """The file merged onto :class:`Definition`, as plain containers."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ExperimentError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
-    return _parse(raw, path)
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: expected a mapping at the top level")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Definition), OmegaConf.create(raw))
+    except OmegaConfBaseException as err:
+        raise ExperimentError(f"{path}: key '{err.full_key}': {_why(err)}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        raise ExperimentError(f"{path}: key '{missing[0]}': missing")
+    return OmegaConf.to_container(merged)
 
 
-def _parse(raw: Any, path: Path) -> Experiment:
+def _why(err: OmegaConfBaseException) -> str:
+    if isinstance(err, ConfigKeyError) and err.full_key in ("name", "group"):
+        return "derived from the file name: remove it"  # definitions once copied both
+    why = err.msg.splitlines()[0]
+    if isinstance(err, ConfigKeyError):
+        return f"unknown ({why})"
+    return why
+
+
+def _build(raw: dict[str, Any], path: Path) -> Experiment:
     def fail(key: str, why: str) -> ExperimentError:
         return ExperimentError(f"{path}: key '{key}': {why}")
 
-    if not isinstance(raw, dict):
-        raise ExperimentError(f"{path}: expected a mapping at the top level")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise fail(key, "missing")
-    unknown = sorted(set(raw) - set(_REQUIRED) - set(_OPTIONAL))
-    if unknown:
-        raise fail(unknown[0], f"unknown (allowed: {', '.join(_REQUIRED + _OPTIONAL)})")
-    for key in ("name", "description", "group", "metric"):
-        if not isinstance(raw[key], str) or not raw[key].strip():
+    for key in ("description", "metric"):
+        if not raw[key].strip():
             raise fail(key, "expected a non-empty string")
-    if raw["name"] != path.stem:
-        raise fail("name", f"'{raw['name']}' differs from the file name '{path.stem}'")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(type(s) is int for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
+    if not raw["seeds"] or len(set(raw["seeds"])) != len(raw["seeds"]):
         raise fail("seeds", "expected a non-empty list of distinct integers")
-    source_grids, settings = _parse_grids(raw["axes"], fail)
-    budget = parse_budget(raw.get("budget"), source_grids, fail)
-    if budget.equal == "gradients" and any(settings):
-        raise fail("budget", "equal gradients derives its own grids: no grid may hold 'set'")
-    try:
-        grids = budget.grids()
-    except ValueError as exc:
-        raise fail("budget", str(exc)) from exc
-    settings = settings if budget.equal != "gradients" else tuple({} for _ in grids)
-    rows, columns = (_parse_keys(raw[k], k, fail) for k in ("rows", "columns"))
+    source_grids, settings = _grids(raw["axes"], fail)
+    budget, grids, settings = _budget(raw["budget"], source_grids, settings, fail)
+    rows, columns = tuple(raw["rows"]), tuple(raw["columns"])
     if sorted(rows + columns) != sorted(grids[0]):
         raise fail("rows", f"rows + columns must list each axis once: {sorted(grids[0])}")
-    fixed = budget.fixed() | _parse_overrides(raw.get("fixed") or {}, "fixed", fail)
-    smoke = _parse_overrides(raw.get("smoke") or {}, "smoke", fail)
-    set_keys = {key for grid_settings in settings for key in grid_settings}
-    for name, values in (("fixed", fixed), ("smoke", smoke)):
-        for key in values:
-            scaled = name == "smoke" and key == "epochs" and budget.equal == "gradients"
-            if (key in grids[0] and not scaled) or key in set_keys or key in ("experiment", "seed"):
-                raise fail(
-                    f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the group"
-                )
-    error = raw.get("error", True)
-    if not isinstance(error, bool):
-        raise fail("error", "expected true or false")
+    fixed = budget.fixed() | _overrides(raw["fixed"], "fixed", fail)
+    smoke = _overrides(raw["smoke"], "smoke", fail)
+    _check_overlaps(fixed, smoke, grids, settings, budget, fail)
     exp = Experiment(
-        name=raw["name"],
+        name=path.stem,
         description=" ".join(raw["description"].split()),
-        group=raw["group"],
-        seeds=tuple(seeds),
+        seeds=tuple(raw["seeds"]),
         grids=grids,
         rows=rows,
         columns=columns,
         metric=raw["metric"],
         fixed=fixed,
         smoke=smoke,
-        error=error,
+        error=raw["error"],
         path=path,
-        paired=_parse_paired(raw.get("paired"), budget.source_grids, fail),
+        paired=_paired(raw["paired"], budget.source_grids, fail),
         budget=budget,
         settings=settings,
     )
     _check_settings_agree(exp, fail)
     return replace(
         exp,
-        reference=_parse_reference(raw.get("reference") or {}, exp, fail),
-        baseline=_parse_column(raw.get("baseline"), exp, fail, "baseline"),
-        pairs=tuple(
-            tuple(_parse_column(c, exp, fail, f"pairs[{i}]") for c in pair)
-            for i, pair in enumerate(_parse_pairs(raw.get("pairs"), fail))
-        ),
+        reference=_reference(raw["reference"], exp, fail),
+        baseline=_column(raw["baseline"], exp, fail, "baseline"),
+        pairs=_pairs(raw["pairs"], exp, fail),
     )
 
 
-def _parse_grids(axes: Any, fail) -> tuple[tuple[dict[str, tuple[Any, ...]], ...], tuple]:
+def _grids(axes: Any, fail) -> tuple[tuple[dict[str, tuple[Any, ...]], ...], tuple]:
     """The grids and, for each, its ``set`` overrides."""
     grids = axes if isinstance(axes, list) else [axes]
     if not grids:
@@ -293,23 +310,63 @@ def _parse_grids(axes: Any, fail) -> tuple[tuple[dict[str, tuple[Any, ...]], ...
         if not isinstance(grid, dict) or not grid:
             raise fail(where, "expected a non-empty mapping from a config key to values")
         grid = dict(grid)
-        settings.append(_parse_overrides(grid.pop("set", {}) or {}, f"{where}.set", fail))
+        settings.append(_overrides(grid.pop("set", None) or {}, f"{where}.set", fail))
         for key in settings[-1]:
-            if key in grid or key in ("experiment", "seed"):
-                raise fail(f"{where}.set.{key}", "also an axis, the seed or the group")
+            if key in grid or key in (STUDY, "seed"):
+                raise fail(f"{where}.set.{key}", "also an axis, the seed or the study label")
         for key, values in grid.items():
-            if (
-                not isinstance(values, list)
-                or not values
-                or not all(isinstance(v, _SCALAR) for v in values)
-            ):
-                raise fail(f"{where}.{key}", "expected a non-empty list of scalars")
-            if len({format_value(v) for v in values}) != len(values):
-                raise fail(f"{where}.{key}", "values repeat")
+            _check_axis_values(values, f"{where}.{key}", fail)
         if set(grid) != set(grids[0]):
             raise fail(where, f"keys {sorted(grid)} differ from axes[0] {sorted(grids[0])}")
         parsed.append({key: tuple(values) for key, values in grid.items()})
     return tuple(parsed), tuple(settings)
+
+
+def _check_axis_values(values: Any, where: str, fail) -> None:
+    if not isinstance(values, list) or not values or not all(_is_scalar(v) for v in values):
+        raise fail(where, "expected a non-empty list of scalars")
+    if len({format_value(v) for v in values}) != len(values):
+        raise fail(where, "values repeat")
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, _SCALAR)
+
+
+def _overrides(values: Any, where: str, fail) -> dict[str, Any]:
+    """A mapping of overrides: ``fixed``, ``smoke``, a grid's ``set``. Checked here because
+    OmegaConf merges a list or a mapping into a union-typed value unchecked, and ``axes`` is
+    free-form in the schema."""
+    if not isinstance(values, dict):
+        raise fail(where, "expected a mapping from a config key to a value")
+    for key, value in values.items():
+        if not (value is None or _is_scalar(value)):
+            raise fail(f"{where}.{key}", "expected a scalar value")
+    return dict(values)
+
+
+def _budget(raw: dict | None, source_grids, settings, fail):
+    """The budget, the grids it gives (equal gradients derives its own) and their settings."""
+    budget = parse_budget(raw, source_grids, fail)
+    if budget.equal == "gradients" and any(settings):
+        raise fail("budget", "equal gradients derives its own grids: no grid may hold 'set'")
+    try:
+        grids = budget.grids()
+    except ValueError as exc:
+        raise fail("budget", str(exc)) from exc
+    return budget, grids, settings if budget.equal != "gradients" else tuple({} for _ in grids)
+
+
+def _check_overlaps(fixed, smoke, grids, settings, budget: Budget, fail) -> None:
+    """A key is set in one place only: an axis, a grid's set, fixed/smoke, or the seeds."""
+    set_keys = {key for grid_settings in settings for key in grid_settings}
+    for name, values in (("fixed", fixed), ("smoke", smoke)):
+        for key in values:
+            scaled = name == "smoke" and key == "epochs" and budget.equal == "gradients"
+            if (key in grids[0] and not scaled) or key in set_keys or key in (STUDY, "seed"):
+                raise fail(
+                    f"{name}.{key}", "also set by the axes, a grid's set, the seeds or the name"
+                )
 
 
 def _check_settings_agree(exp: Experiment, fail) -> None:
@@ -322,16 +379,30 @@ def _check_settings_agree(exp: Experiment, fail) -> None:
             seen.setdefault(cell, settings)
 
 
-def _parse_pairs(raw: Any, fail) -> list[list[Any]]:
-    """``pairs: [[xsam/1/20, sam/1/20], ...]``: (treatment, baseline) column keys."""
+def _paired(raw: dict | None, grids, fail) -> Paired | None:
     if raw is None:
-        return []
-    if not isinstance(raw, list) or not all(isinstance(p, list) and len(p) == 2 for p in raw):
-        raise fail("pairs", "expected a list of [treatment, baseline] column keys")
-    return raw
+        return None
+    paired = Paired(**raw)
+    if paired.axis not in grids[0]:
+        raise fail("paired.axis", f"'{paired.axis}' is not an axis")
+    for side in ("treatment", "baseline"):
+        value = getattr(paired, side)
+        if not all(any(same_value(value, v) for v in g[paired.axis]) for g in grids):
+            raise fail(f"paired.{side}", f"'{value}' is not a value of axis '{paired.axis}'")
+    return paired
 
 
-def _parse_column(raw: Any, exp: Experiment, fail, where: str) -> tuple[Any, ...] | None:
+def _pairs(raw: list[list[Any]], exp: Experiment, fail) -> tuple:
+    """``pairs: [[xsam/1/20, sam/1/20], ...]``: (treatment, baseline) column keys."""
+    for i, pair in enumerate(raw):
+        if len(pair) != 2:
+            raise fail(f"pairs[{i}]", "expected [treatment, baseline] column keys")
+    return tuple(
+        tuple(_column(c, exp, fail, f"pairs[{i}]") for c in pair) for i, pair in enumerate(raw)
+    )
+
+
+def _column(raw: Any, exp: Experiment, fail, where: str) -> tuple[Any, ...] | None:
     """A column key (``sgd/0/20``: the values of ``columns`` joined by '/')."""
     if raw is None:
         return None
@@ -343,47 +414,13 @@ def _parse_column(raw: Any, exp: Experiment, fail, where: str) -> tuple[Any, ...
     raise fail(where, f"'{raw}' is not a column (one of: {', '.join(columns)})")
 
 
-def _parse_keys(keys: Any, name: str, fail) -> tuple[str, ...]:
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-        raise fail(name, "expected a list of axis keys")
-    return tuple(keys)
-
-
-def _parse_overrides(values: Any, name: str, fail) -> dict[str, Any]:
-    if not isinstance(values, dict):
-        raise fail(name, "expected a mapping from a config key to a value")
-    for key, value in values.items():
-        if not isinstance(key, str) or not (value is None or isinstance(value, _SCALAR)):
-            raise fail(f"{name}.{key}", "expected a scalar value")
-    return dict(values)
-
-
-def _parse_paired(raw: Any, grids, fail) -> Paired | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, dict) or set(raw) != {"axis", "treatment", "baseline"}:
-        raise fail("paired", "expected a mapping with axis, treatment and baseline")
-    paired = Paired(**{k: raw[k] for k in ("axis", "treatment", "baseline")})
-    if paired.axis not in grids[0]:
-        raise fail("paired.axis", f"'{paired.axis}' is not an axis")
-    for side in ("treatment", "baseline"):
-        value = getattr(paired, side)
-        if not all(any(same_value(value, v) for v in g[paired.axis]) for g in grids):
-            raise fail(f"paired.{side}", f"'{value}' is not a value of axis '{paired.axis}'")
-    return paired
-
-
-def _parse_reference(raw: Any, exp: Experiment, fail) -> dict[str, float]:
-    if not isinstance(raw, dict):
-        raise fail("reference", "expected a mapping from a cell key to a number")
+def _reference(raw: dict[str, float], exp: Experiment, fail) -> dict[str, float]:
     keys = {cell_key(cell) for cell in exp.cells()}
-    for key, value in raw.items():
+    for key in raw:
         if key not in keys:
             raise fail(
                 f"reference.{key}",
                 "not a cell key (values of rows + columns, "
                 f"joined by '/', e.g. '{next(iter(keys))}')",
             )
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail(f"reference.{key}", "expected a number")
-    return {k: float(v) for k, v in raw.items()}
+    return raw

@@ -1,7 +1,9 @@
 """A run's directory: its name follows from the config; it describes the run completely.
 
 Layout (see docs/INTERFACES.md): ``config.yaml``, ``meta.json``, ``metrics.jsonl``,
-``checkpoint.pt`` and, once the run has finished, ``summary.json``.
+``diagnostics.jsonl``, ``checkpoint.pt`` and, once the run has finished, ``summary.json``.
+:class:`RunDir` is the one reader of that format: train.py, the tables (:mod:`xsam.tables`)
+and the scripts read a run through it.
 """
 
 import hashlib
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from xsam import checkpoint
 
@@ -91,6 +94,25 @@ class RunDir:
 
     def read_summary(self) -> dict[str, Any]:
         return self.read_json("summary.json")
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    def read_config(self) -> dict[str, Any]:
+        """The resolved config as plain data; {} when the run has not written it yet."""
+        if not self.config_file.is_file():
+            return {}
+        return yaml.safe_load(self.config_file.read_text()) or {}
+
+    def read_json_if_any(self, name: str) -> dict[str, Any] | None:
+        """``name`` (meta.json, summary.json, ...) or None when the run has not written it."""
+        return self.read_json(name) if (self.path / name).is_file() else None
+
+    def read_intact(self, name: str) -> list[dict[str, Any]]:
+        """A JSONL file's records up to its first unreadable line (a run killed mid-write
+        leaves a torn last line); for readers that must not stop at a running run."""
+        return self._parse_jsonl(name)[0]
 
     def read_json(self, name: str) -> dict[str, Any]:
         path = self.path / name

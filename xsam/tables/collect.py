@@ -8,13 +8,13 @@ network, so tests exercise the conversion with a stand-in run object instead.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from xsam.paths import resolve
+from xsam.rundir import RunDir
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,15 @@ class RunRecord:
 
 def read_run_dir(path: Path, source: str, with_curve: bool = False) -> RunRecord:
     """A run directory; without ``summary.json`` it is unfinished (running or crashed)."""
-    meta = _read_json(path / "meta.json") or {}
-    summary = _read_json(path / "summary.json")
-    config_file = path / "config.yaml"
-    config = (yaml.safe_load(config_file.read_text()) if config_file.is_file() else None) or {}
+    run = RunDir(Path(path))
+    meta = run.read_json_if_any("meta.json") or {}
+    summary = run.read_json_if_any("summary.json")
+    config = run.read_config()
     info = summary or meta
     git = info.get("git") or {}
     seed = info.get("seed", config.get("seed"))
     return RunRecord(
-        run_id=str(info.get("run_id") or meta.get("run_id") or path.name),
+        run_id=str(info.get("run_id") or meta.get("run_id") or run.path.name),
         source=source,
         finished=bool(summary) and summary.get("status") == "finished",
         choices=dict(info.get("choices") or meta.get("choices") or {}),
@@ -70,13 +70,14 @@ def read_run_dir(path: Path, source: str, with_curve: bool = False) -> RunRecord
         dirty=bool(git.get("dirty", False)),
         started=str(meta.get("started") or ""),
         final=dict((summary or {}).get("final") or {}),
-        curve=tuple(_read_jsonl(path / "metrics.jsonl")) if with_curve else (),
+        curve=tuple(run.read_intact("metrics.jsonl")) if with_curve else (),
     )
 
 
 def collect_run_dirs(runs_dir: Path, group: str, with_curves: bool = False) -> list[RunRecord]:
-    """Every run directory under ``runs_dir/group``, in name order."""
-    root = Path(runs_dir) / group
+    """Every run directory under ``runs_dir/group``, in name order. A relative ``runs_dir`` is
+    read under the base folder (:mod:`xsam.paths`) and named in ``source`` as given."""
+    root = resolve(runs_dir) / group
     if not root.is_dir():
         return []
     return [
@@ -142,23 +143,6 @@ def merge_sources(*sources: list[RunRecord]) -> list[RunRecord]:
     return merged
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    # a killed run can leave a half-written last line: keep the complete ones
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
 def collect(
     group: str, runs_dir: Path | None, wandb_path: str | None, metric_keys: tuple[str, ...] = ()
 ) -> tuple[list[RunRecord], tuple[str, ...]]:
@@ -179,7 +163,8 @@ def collect(
 
 
 def add_source_arguments(parser) -> None:
-    """The command-line options that say which runs a table is built from."""
+    """The command-line options that say which runs a table is built from; relative paths
+    are under the base folder of :mod:`xsam.paths` (the repository root, or $XSAM_BASE)."""
     parser.add_argument("table", help="a name in experiments/ (table1) or a path to a YAML")
     parser.add_argument("--runs-dir", default="runs", help="the run root (default: runs)")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read this W&B project")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from xsam.markdown import table_lines
 from xsam.tables.render import (
     LATEX,
     MARKDOWN,
@@ -40,15 +41,10 @@ def to_markdown(table: Table, provenance: Provenance) -> str:
         if extra is not None:
             sections.append(extra)
     for title, header, rows in sections:
-        out += [f"## {title}", "", *_md_table(header, rows), ""]
+        out += [f"## {title}", "", *table_lines(header, rows), ""]
     for title, items in listings(table):
         out += [f"## {title}", "", *(f"- {item}" for item in items), ""]
     return "\n".join(out)
-
-
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def to_latex(table: Table, provenance: Provenance) -> str:

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xsam.experiments import Experiment, cell_key, same_value
-from xsam.run_identity import NOT_IN_RUN_IDENTITY
+from xsam.run_identity import NOT_IN_RUN_IDENTITY, STUDY
 from xsam.tables.collect import RunRecord
 
-# not what a run computes (the hash's list), nor what tells seeds and tables apart
-_NOT_COMPARED = ("seed", "experiment", *NOT_IN_RUN_IDENTITY)
+# not what a run computes (the hash's list), nor what tells seeds and tables apart (the study
+# label, and "experiment", its name in the configs of runs made before the rename)
+_NOT_COMPARED = ("seed", STUDY, "experiment", *NOT_IN_RUN_IDENTITY)
 
 
 @dataclass
