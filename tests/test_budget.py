@@ -173,3 +173,11 @@ def test_unset_time_budget_leaves_the_config_hash_alone():
     assert "time_budget_s" not in train.semantic_config(cfg)
     cfg, _ = compose(["time_budget_s=60"])
     assert train.semantic_config(cfg)["time_budget_s"] == 60
+
+
+@pytest.mark.parametrize("where", ["fixed", "smoke"])
+def test_equal_gradients_refuses_steps_it_would_not_count(tmp_path, where):
+    """optimizer.steps outside the axes would change every method's passes unseen by the
+    budget (msam's 4 passes would be counted for a 2-step run)."""
+    with pytest.raises(ExperimentError, match=f"key '{where}.optimizer.steps'"):
+        load_experiment(definition(tmp_path, **{where: {"optimizer.steps": 2}}))

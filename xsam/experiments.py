@@ -273,6 +273,10 @@ def _build(raw: dict[str, Any], path: Path) -> Experiment:
         raise fail("rows", f"rows + columns must list each axis once: {sorted(grids[0])}")
     fixed = budget.fixed() | _overrides(raw["fixed"], "fixed", fail)
     smoke = _overrides(raw["smoke"], "smoke", fail)
+    for name, overrides in (("fixed", fixed), ("smoke", smoke)):
+        if budget.equal == "gradients" and "optimizer.steps" in overrides:
+            # the budget counts each method's passes from its axis value or its option's YAML
+            raise fail(f"{name}.optimizer.steps", "equal gradients needs the steps as an axis")
     _check_overlaps(fixed, smoke, grids, settings, budget, fail)
     exp = Experiment(
         name=path.stem,
