@@ -37,7 +37,9 @@ class BatchClosure:
     The first call is the clean pass: BatchNorm running statistics update and the logits are
     kept in ``self.logits`` (accuracy at the unperturbed weights). Later calls (ascent and
     alpha-search passes) run inside :func:`frozen_bn_stats`. ``autocast_dtype`` (e.g.
-    ``torch.bfloat16``) runs the forward pass under ``torch.autocast``.
+    ``torch.bfloat16``) runs the forward pass under ``torch.autocast``; with ``grad_scaler``
+    (fp16) the backward is ``grad_scaler.scale(loss).backward()``: give the optimizer the same
+    scaler (``XSAM(..., grad_scaler=scaler)``), which unscales every pass.
     """
 
     def __init__(
@@ -48,23 +50,27 @@ class BatchClosure:
         targets: Tensor,
         *,
         autocast_dtype: torch.dtype | None = None,
+        grad_scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.inputs, self.targets = inputs, targets
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype, self.grad_scaler = autocast_dtype, grad_scaler
         self.logits: Tensor | None = None
         self.calls = 0
 
-    def __call__(self, backward: bool = True) -> Tensor:
+    def __call__(self, backward: bool = True, weight: float | None = None) -> Tensor:
+        """The batch loss; ``weight`` (a micro-batch's share of its batch) multiplies it."""
         first = self.calls == 0
         self.calls += 1
         with nullcontext() if first else frozen_bn_stats(self.model), self._autocast():
             logits = self.model(self.inputs)
             loss = self.loss_fn(logits, self.targets)
+            if weight is not None:
+                loss = loss * weight
         if first:
             self.logits = logits.detach()
         if backward:
-            loss.backward()
+            (loss if self.grad_scaler is None else self.grad_scaler.scale(loss)).backward()
         return loss
 
     def _autocast(self):

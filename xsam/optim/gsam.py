@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.amp import GradScaler
 from torch.optim import Optimizer
 
 from xsam.optim.kernels import global_dot, global_norm
@@ -54,6 +55,8 @@ class GSAM(TwoPassSAM):
         steps: int = 1,
         search_every: int | None = None,
         eps: float = 1e-12,
+        model: nn.Module | None = None,
+        grad_scaler: GradScaler | None = None,
     ) -> None:
         _check_gsam(rho_max, rho_min, alpha, lr_max, lr_min)
         super().__init__(
@@ -63,6 +66,8 @@ class GSAM(TwoPassSAM):
             steps=steps,
             search_every=search_every,
             eps=eps,
+            model=model,
+            grad_scaler=grad_scaler,
             method="GSAM",
         )
         self.rho_max, self.rho_min = float(rho_max), float(rho_min)

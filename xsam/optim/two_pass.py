@@ -17,16 +17,20 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.amp import GradScaler
 from torch.optim import Optimizer
 
 from xsam.optim.kernels import all_finite, backup_and_ascend_, global_dot
+from xsam.optim.passes import gradients_of
 from xsam.optim.report import StepReport
 from xsam.optim.xsam import XSAM
 
 
 class TwoPassSAM(XSAM):
     """Base of GSAM and WSAM: subclasses give ``current_rho`` and ``_combine``."""
+
+    supports_m_sharpness = False  # WSAM's decoupled term and GSAM's rho_t are per batch
 
     def __init__(
         self,
@@ -38,6 +42,8 @@ class TwoPassSAM(XSAM):
         search_every: int | None,
         eps: float,
         method: str,
+        model: nn.Module | None = None,
+        grad_scaler: GradScaler | None = None,
     ) -> None:
         if steps != 1:
             raise ValueError(
@@ -45,7 +51,9 @@ class TwoPassSAM(XSAM):
             )
         if search_every is not None:
             raise ValueError(f"{method} has no alpha search: search_every must be null")
-        super().__init__(params, base, rho=rho, steps=1, eps=eps)
+        super().__init__(
+            params, base, rho=rho, steps=1, eps=eps, model=model, grad_scaler=grad_scaler
+        )
 
     def current_rho(self) -> float:
         """The ascent radius of the next step."""
@@ -56,20 +64,15 @@ class TwoPassSAM(XSAM):
         when formed, ``angle`` (0-d tensors)."""
         raise NotImplementedError
 
-    def _after_base_step(self, params, finite: Tensor) -> None:
-        """A step that follows the base optimizer's (WSAM's decoupled sharpness term)."""
-
     def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> StepReport:
         w0 = self._w0_buffers(params)
         self.rho = self.current_rho()
         backup_and_keep_ascend_(params, w0, g_0, self.rho / (grad_norm_0 + self.eps))
         loss_k = self._gradient_pass(closure)
-        g_k = [p.grad for p in params]
+        g_k = gradients_of(params, self._names, "the pass at the ascent point")
         torch._foreach_copy_(params, w0)  # exact restore: copy, never subtract
         diag = self._combine(params, g_0, g_k, grad_norm_0)
         finite = all_finite(loss_0, grad_norm_0, *diag.values())
-        self._base_step(finite)
-        self._after_base_step(params, finite)
         rho = torch.tensor(self.rho, dtype=torch.float64)
         return StepReport(loss_0, grad_norm_0, finite, loss_k=loss_k, rho=rho, **diag)
 

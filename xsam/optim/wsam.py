@@ -29,7 +29,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.amp import GradScaler
 from torch.optim import Optimizer
 
 from xsam.optim.kernels import add_scaled_, global_norm
@@ -55,6 +56,8 @@ class WSAM(TwoPassSAM):
         steps: int = 1,
         search_every: int | None = None,
         eps: float = 1e-12,
+        model: nn.Module | None = None,
+        grad_scaler: GradScaler | None = None,
     ) -> None:
         if not 0 <= gamma < 1:
             raise ValueError(f"gamma must be in [0, 1), got {gamma}")
@@ -67,6 +70,8 @@ class WSAM(TwoPassSAM):
             steps=steps,
             search_every=search_every,
             eps=eps,
+            model=model,
+            grad_scaler=grad_scaler,
             method="WSAM",
         )
         self.gamma, self.decouple = float(gamma), bool(decouple)

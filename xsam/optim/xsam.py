@@ -32,14 +32,19 @@ whose caller asks for the angle (``step_and_report(closure, angle=True)``).
 """
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+from torch.amp import GradScaler
 from torch.optim import Optimizer
 
+from xsam.optim.accumulate import m_sharpness_update
+from xsam.optim.amp import PassUnscaler
+from xsam.optim.closure import frozen_bn_stats
 from xsam.optim.kernels import (
     add_scaled_,
     all_finite,
@@ -50,9 +55,17 @@ from xsam.optim.kernels import (
     scratch_for,
     subtract_and_measure_,
 )
+from xsam.optim.passes import (
+    Closure,
+    GradientLedger,
+    checked_loss,
+    gradients_of,
+    parameter_namer,
+    takes_backward,
+)
 from xsam.optim.report import StepReport
+from xsam.optim.state import pack, unpack
 
-Closure = Callable[..., Tensor]
 SIN_T_MIN = 1e-8  # below this, v0 and v1 are (anti)parallel and the arc is undefined
 
 
@@ -94,6 +107,8 @@ class XSAM(Optimizer):
         eta: float = 0.01,
         adaptive_scope: str = "all",
         eps: float = 1e-12,
+        model: nn.Module | None = None,
+        grad_scaler: GradScaler | None = None,
     ) -> None:
         _check_settings(
             rho, steps, alpha, search_every, rho_max, alpha_max, alpha_delta, adaptive, eta, eps
@@ -103,7 +118,13 @@ class XSAM(Optimizer):
         # code does, only on tensors whose name contains "weight" (T = 1 on biases)
         self.unscaled = _unscaled_by_name(self.param_groups, adaptive_scope)
         self.base = base(self.param_groups)
-        self.param_groups = self.base.param_groups
+        # torch.optim's contract is the base's: schedulers read defaults (OneCycleLR's
+        # momentum), checkpoint tools walk state; all three are the base's own objects
+        self.param_groups, self.defaults, self.state = _shared(self.base)
+        if model is not None and not isinstance(model, nn.Module):
+            raise ValueError(f"model must be an nn.Module (for its BatchNorm), got {model!r}")
+        self.model = model
+        self.unscaler = None if grad_scaler is None else PassUnscaler(grad_scaler, self)
         self.rho, self.steps, self.eps = float(rho), int(steps), float(eps)
         self.adaptive, self.eta = bool(adaptive), float(eta)
         self.search_every, self.rho_max = search_every, float(rho_max)
@@ -115,6 +136,11 @@ class XSAM(Optimizer):
         self.report: StepReport | None = None  # the last step's
         self._angle_wanted = False
         self._w0: dict[Tensor, Tensor] = {}  # the one parameter copy this optimizer keeps
+        self._passes_this_step = 0
+        self._ledger = GradientLedger()
+        self._names = parameter_namer(self.param_groups, model)
+
+    supports_m_sharpness = True  # (accumulate.py) GSAM and WSAM say no
 
     def step_and_report(self, closure: Closure | None, *, angle: bool = False) -> StepReport:
         """``step`` (through torch's step hooks and schedulers' bookkeeping), returning the
@@ -125,31 +151,64 @@ class XSAM(Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure | None = None, *, angle: bool = False) -> Tensor:  # type: ignore[override]
-        """One training step on the closure's batch; returns the loss at w0."""
+        """One training step on the closure's batch; returns the loss at w0.
+
+        ``closure()`` or ``closure(backward=True)``, see :mod:`xsam.optim.passes`; a
+        :class:`~xsam.optim.accumulate.MicroBatchClosure` accumulates micro-batches (or, with
+        ``m_sharpness=True``, ascends on each). Without a closure the step is refused, except
+        with every learning rate at 0: that is the base optimizer's step, which only creates
+        its state (what ``torch.distributed.checkpoint`` does to a fresh optimizer).
+        """
         if closure is None:
-            raise ValueError("XSAM.step needs a closure: closure(backward=True) -> scalar loss")
+            return self._closure_free_step()
         self._angle_wanted = angle
-        loss_0 = self._gradient_pass(closure)
+        self._ledger.warn_if_new(self.param_groups, type(self).__name__)
+        self._passes_this_step = 0
+        if getattr(closure, "m_sharpness", False):
+            self.report, params = m_sharpness_update(self, closure)
+        else:
+            self.report, params = self._update(closure)
+        self._base_step(self.report.finite)
+        self._after_base_step(params, self.report.finite)
+        self._ledger.record(self.param_groups)  # our own update gradients, not new ones
+        self.step_count += 1
+        return self.report.loss_0
+
+    def _update(self, closure: Closure) -> tuple[StepReport, list[Tensor]]:
+        """The update gradient in ``.grad`` and the weights back at w0; the step's report
+        and the parameters that took part (those with a gradient on the first pass)."""
+        loss_0 = self._gradient_pass(closure, clean=True)
         params, g_0 = self._params_with_grad()
         grad_norm_0 = global_norm(g_0)
         if self.steps == 0:
-            self.report = StepReport(loss_0, grad_norm_0, all_finite(loss_0, grad_norm_0))
-            self._base_step(self.report.finite)
-        else:
-            self.report = self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0)
-        self.step_count += 1
-        return loss_0
+            return StepReport(loss_0, grad_norm_0, all_finite(loss_0, grad_norm_0)), params
+        return self._sharpness_aware_step(closure, params, g_0, loss_0, grad_norm_0), params
+
+    def _closure_free_step(self) -> None:
+        if any(float(group["lr"]) != 0.0 for group in self.param_groups):
+            raise ValueError(
+                f"{type(self).__name__}.step needs a closure, closure() or "
+                "closure(backward=True) returning the scalar loss: the method re-evaluates "
+                "the batch at perturbed weights (with a GradScaler, pass grad_scaler= to the "
+                "optimizer and call opt.step(closure), not scaler.step(opt))"
+            )
+        self.base.step()  # lr 0: no weight moves; the base creates its state
+
+    def _after_base_step(self, params: list[Tensor], finite: Tensor) -> None:
+        """A step that follows the base optimizer's (WSAM's decoupled sharpness term)."""
 
     def _sharpness_aware_step(self, closure, params, g_0, loss_0, grad_norm_0) -> StepReport:
         w0 = self._w0_buffers(params)
-        g_i, norm_i = g_0, grad_norm_0
+        g_i, norm_i, later_norms = g_0, grad_norm_0, []
         for i in range(self.steps):
             if i > 0:
                 self._gradient_pass(closure)
-                g_i, norm_i = [p.grad for p in params], None
-            self._ascend(params, g_i, self.rho / self.steps, norm_i, backup=w0 if i == 0 else None)
+                g_i, norm_i = gradients_of(params, self._names, f"ascent pass {i}"), None
+            backup = w0 if i == 0 else None
+            norm_i = self._ascend(params, g_i, self.rho / self.steps, norm_i, backup)
+            later_norms += [norm_i] if i > 0 else []  # an overflow on these passes skips too
         loss_k = self._gradient_pass(closure)
-        g_k = [p.grad for p in params]
+        g_k = gradients_of(params, self._names, "the pass at the ascent point")
         report = StepReport(loss_0, grad_norm_0, finite=None, loss_k=loss_k)
         if self.alpha_fixed_at_one and not self._angle_wanted:
             grad_norm_k, plane = global_norm(g_k), {}  # the update is g_k as it stands
@@ -157,8 +216,7 @@ class XSAM(Optimizer):
         else:
             plane = self._plane_update_and_restore(closure, params, w0, g_k, report)
             grad_norm_k, report.angle = plane["grad_norm_k"], plane["t"]
-        report.finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values())
-        self._base_step(report.finite)
+        report.finite = all_finite(loss_0, grad_norm_0, grad_norm_k, *plane.values(), *later_norms)
         report.grad_norm_k, report.alpha = grad_norm_k, self.alpha
         return report
 
@@ -183,9 +241,10 @@ class XSAM(Optimizer):
 
     def _ascend(
         self, params, g, step_size: float, norm: Tensor | None, backup: list[Tensor] | None
-    ) -> None:
+    ) -> Tensor:
         """theta += step_size * e(g), after copying theta into ``backup`` if one is given;
-        the gradient tensors are consumed. ``norm`` is ||g|| when already known."""
+        the gradient tensors are consumed. ``norm`` is ||g|| when already known; returns the
+        norm the step used."""
         if self.adaptive:
             t_op = torch._foreach_abs(params)
             torch._foreach_add_(t_op, self.eta)  # T = |theta| + eta
@@ -201,6 +260,7 @@ class XSAM(Optimizer):
             add_scaled_(params, g, scale)
         else:
             backup_and_ascend_(params, backup, g, scale)
+        return norm
 
     def is_search_step(self) -> bool:
         """Whether the next step re-estimates alpha."""
@@ -218,35 +278,68 @@ class XSAM(Optimizer):
         delta = [p.clone() for p in params]  # theta_k - w0; search steps only: a transient copy
         scratch = scratch_for(g_k)  # reused at every grid point
         grid = self.alpha_grid.to(plane["t"])
+        forward_only = takes_backward(closure)
+        if not forward_only:  # its zero_grad and backward must not reach g_k (passes.py)
+            for p in params:
+                p.grad = None
         losses = []
         for alpha in grid:
             c0, c1 = _arc_coefficients(alpha, plane["t"])
             a = self.rho_max * c0 / (plane["delta_norm"] + self.eps)
             b = self.rho_max * c1 / (plane["grad_norm_k"] + self.eps)
             combine_(params, w0, delta, a, g_k, b, scratch)  # w0 + rho_max * d(alpha)
-            losses.append(closure(backward=False).detach().to(grid.dtype))
-            self.forward_passes += 1
+            losses.append(self._search_pass(closure, forward_only).to(grid.dtype))
+        if not forward_only:
+            self._put_back(params, g_k)
         losses = _mean_over_ranks(torch.stack(losses))
         torch._foreach_copy_(params, delta)  # back to theta_k - w0 for the update
         report.search_alphas, report.search_losses = grid, losses
         # NaN never wins, as in the authors' strict ">" comparison; argmax keeps the first tie
         return grid[torch.nan_to_num(losses, nan=-torch.inf).argmax()]
 
-    def _gradient_pass(self, closure: Closure) -> Tensor:
+    def _gradient_pass(self, closure: Closure, *, clean: bool = False) -> Tensor:
+        """closure() with gradients set to None before it; ``clean``: the step's first pass,
+        the only one that may update BatchNorm running statistics (with ``model=``)."""
         self.zero_grad(set_to_none=True)
-        with torch.enable_grad():
-            loss = closure()
-        if not isinstance(loss, Tensor) or loss.ndim != 0:
-            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
-            raise ValueError(f"closure must return a scalar loss tensor, got {shape}")
+        with torch.enable_grad(), self._frozen_bn(clean):
+            loss = checked_loss(closure(), closure)
+        if self.unscaler is not None:  # one scale for every pass: unscale each (amp.py)
+            self.unscaler.unscale(self._passes_this_step)
+        self._passes_this_step += 1
         self.forward_passes += 1
         self.backward_passes += 1
-        return loss.detach()
+        return loss
+
+    def _search_pass(self, closure: Closure, forward_only: bool) -> Tensor:
+        """The loss at the current weights; a closure without ``backward`` runs its backward
+        too (its gradients are thrown away)."""
+        with self._frozen_bn(clean=False):
+            if forward_only:
+                loss = closure(backward=False)
+            else:
+                with torch.enable_grad():
+                    loss = closure()
+                self.backward_passes += 1
+        self.forward_passes += 1
+        return checked_loss(loss, closure)
+
+    def _frozen_bn(self, clean: bool):
+        """The optimizer's BatchNorm policy for closures it did not build (``model=``)."""
+        return nullcontext() if clean or self.model is None else frozen_bn_stats(self.model)
+
+    def _put_back(self, params: list[Tensor], grads: list[Tensor]) -> None:
+        """.grad <- ``grads`` on ``params``, None on every other parameter."""
+        of = dict(zip(params, grads, strict=True))
+        for p in (p for g in self.param_groups for p in g["params"]):
+            p.grad = of.get(p)
 
     def _params_with_grad(self) -> tuple[list[Tensor], list[Tensor]]:
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         if not params:
-            raise ValueError("closure(backward=True) left no parameter with a gradient")
+            raise ValueError(
+                "the closure left no parameter with a gradient: it must call loss.backward() "
+                "(closure(backward=True) when it takes that argument)"
+            )
         return params, [p.grad for p in params]
 
     def _w0_buffers(self, params: list[Tensor]) -> list[Tensor]:
@@ -276,23 +369,31 @@ class XSAM(Optimizer):
             self.base.step()
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "base": self.base.state_dict(),
+        """The base optimizer's state dict, with alpha and the counters in each param group
+        (the layout is in :mod:`xsam.optim.state`); loading it resumes bit-identically."""
+        scalars = {
             "alpha": self.alpha.detach().cpu(),
             "step_count": self.step_count,
             "forward_passes": self.forward_passes,
             "backward_passes": self.backward_passes,
             "skipped_steps": self.skipped_steps.cpu(),
         }
+        return pack(self.base.state_dict(), scalars)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base.load_state_dict(state_dict["base"])
-        self.param_groups = self.base.param_groups  # the base replaced its list: share it again
-        self.alpha = state_dict["alpha"].clone()
-        self.step_count = int(state_dict["step_count"])
-        self.forward_passes = int(state_dict["forward_passes"])
-        self.backward_passes = int(state_dict["backward_passes"])
-        self.skipped_steps = state_dict["skipped_steps"].clone()
+        base_state, scalars = unpack(state_dict)
+        self.base.load_state_dict(base_state)
+        # the base replaced its param groups and state: share them again
+        self.param_groups, self.defaults, self.state = _shared(self.base)
+        self.alpha = torch.as_tensor(scalars["alpha"]).clone()
+        self.step_count = int(scalars["step_count"])
+        self.forward_passes = int(scalars["forward_passes"])
+        self.backward_passes = int(scalars["backward_passes"])
+        self.skipped_steps = torch.as_tensor(scalars["skipped_steps"]).clone()
+
+
+def _shared(base: Optimizer) -> tuple[list[dict], dict[str, Any], Any]:
+    return base.param_groups, base.defaults, base.state
 
 
 def alpha_grid(alpha_max: float, alpha_delta: float) -> np.ndarray:

@@ -1,0 +1,178 @@
+"""torch.optim's contract: defaults and state are the base's, so torch's cyclic schedulers and
+torch.distributed.checkpoint work; state_dict() resumes exactly, in torch's layout and the
+earlier one."""
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
+
+from xsam.optim import GSAM, WSAM, XSAM, BatchClosure
+
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # one process
+
+SGD = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
+METHODS = {
+    "xsam_dynamic": (XSAM, dict(rho=0.1, steps=2, search_every=3, alpha_delta=0.25)),
+    "asam": (XSAM, dict(adaptive=True)),
+    "gsam": (GSAM, dict()),
+    "wsam": (WSAM, dict()),
+}
+
+
+def bn_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        (torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(n)
+    ]
+
+
+def train(model, opt, data, schedule=None) -> None:
+    for x, y in data:
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+        if schedule is not None:
+            schedule.step()
+
+
+def test_defaults_and_state_are_the_base_optimizers():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    assert opt.defaults is opt.base.defaults and opt.defaults["momentum"] == 0.9
+    assert opt.state is opt.base.state and opt.param_groups is opt.base.param_groups
+    train(model, opt, batches(1))
+    assert set(opt.state) == set(model.parameters())  # momentum buffers, for tools to walk
+    opt.load_state_dict(opt.state_dict())
+    assert opt.state is opt.base.state and opt.param_groups is opt.base.param_groups
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.2, total_steps=6),
+        partial(torch.optim.lr_scheduler.CyclicLR, base_lr=0.01, max_lr=0.2, step_size_up=2),
+    ],
+    ids=["OneCycleLR", "CyclicLR"],
+)
+def test_cyclic_schedulers_drive_lr_and_momentum_as_on_the_base(make):
+    """The schedulers that cycle momentum (they read ``defaults``) set the same lr and
+    momentum on XSAM's groups as on a bare SGD's."""
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    plain = SGD(bn_net().parameters())
+    schedule, plain_schedule = make(opt), make(plain)
+    for x, y in batches(5):
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+        schedule.step()
+        plain.step()
+        plain_schedule.step()
+        for key in ("lr", "momentum"):
+            assert opt.param_groups[0][key] == plain.param_groups[0][key], key
+    assert opt.param_groups[0]["momentum"] != 0.9  # the momentum did cycle
+
+
+def trajectories(cls, settings, resume):
+    """Model weights after 8 steps straight, and after 4 + ``resume`` + 4."""
+    data, out = batches(8), []
+    for interrupted in (False, True):
+        model = bn_net()
+        opt = cls(model.parameters(), base=SGD, **settings)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)
+        train(model, opt, data[:4], schedule)
+        if interrupted:
+            saved = copy.deepcopy((model.state_dict(), schedule.state_dict()))
+            model_b = bn_net()
+            opt_b = cls(model_b.parameters(), base=SGD, **settings)
+            model_b.load_state_dict(saved[0])
+            resume(model, opt, model_b, opt_b)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt_b, T_max=8)
+            schedule.load_state_dict(saved[1])
+            model, opt = model_b, opt_b
+        train(model, opt, data[4:], schedule)
+        out.append((model.state_dict(), opt))
+    return out
+
+
+def assert_same(out) -> None:
+    (a, opt_a), (b, opt_b) = out
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+    assert torch.equal(opt_a.alpha, opt_b.alpha)
+    assert (opt_a.step_count, opt_a.forward_passes) == (opt_b.step_count, opt_b.forward_passes)
+
+
+def dcp_resume(model, opt, model_b, opt_b, path) -> None:
+    """Through torch.distributed.checkpoint: get, save to disk, load into the template a
+    fresh optimizer gives (which DCP initialises with a closure-free lr-0 step), set."""
+    dcp.save({"optim": get_optimizer_state_dict(model, opt)}, checkpoint_id=path)
+    template = {"optim": get_optimizer_state_dict(model_b, opt_b)}
+    dcp.load(template, checkpoint_id=path)
+    set_optimizer_state_dict(model_b, opt_b, template["optim"])
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_dcp_round_trip_resumes_exactly(name, tmp_path):
+    cls, settings = METHODS[name]
+    resume = partial(dcp_resume, path=tmp_path / "ckpt")
+    assert_same(trajectories(cls, settings, resume))
+
+
+def test_dcp_state_dict_is_keyed_by_parameter_name():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, search_every=2, alpha_delta=0.5)
+    train(model, opt, batches(2))
+    osd = get_optimizer_state_dict(model, opt)
+    assert set(osd["state"]) == {name for name, _ in model.named_parameters()}
+    assert osd["param_groups"][0]["xsam_step_count"] == 2
+    assert torch.equal(osd["param_groups"][0]["xsam_alpha"], opt.alpha.cpu())
+
+
+def earlier_layout(opt) -> dict:
+    """``XSAM.state_dict()`` as the code wrote it before torch's layout (checkpoints on disk)."""
+    return {
+        "base": opt.base.state_dict(),
+        "alpha": opt.alpha.detach().cpu(),
+        "step_count": opt.step_count,
+        "forward_passes": opt.forward_passes,
+        "backward_passes": opt.backward_passes,
+        "skipped_steps": opt.skipped_steps.cpu(),
+    }
+
+
+@pytest.mark.parametrize("layout", ["torch", "earlier"])
+@pytest.mark.parametrize("name", list(METHODS))
+def test_state_dict_through_torch_save_resumes_exactly(name, layout, tmp_path):
+    cls, settings = METHODS[name]
+
+    def resume(model, opt, model_b, opt_b):
+        saved = opt.state_dict() if layout == "torch" else earlier_layout(opt)
+        torch.save(saved, tmp_path / "opt.pt")
+        opt_b.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
+
+    assert_same(trajectories(cls, settings, resume))
+
+
+def test_loaded_state_keeps_the_family_keys_out_of_the_live_groups():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    train(model, opt, batches(1))
+    opt.load_state_dict(opt.state_dict())
+    assert not [k for g in opt.param_groups for k in g if k.startswith("xsam_")]
+
+
+def test_a_bare_base_state_dict_is_refused_naming_what_is_missing():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    with pytest.raises(ValueError, match="lacks xsam_alpha"):
+        opt.load_state_dict(SGD(model.parameters()).state_dict())

@@ -1,0 +1,41 @@
+"""``state_dict`` of the SAM family in torch's layout, so that tools made for torch
+optimizers (``torch.distributed.checkpoint.state_dict``, Lightning, accelerate) carry it.
+
+The layout is the base optimizer's: ``state`` (per parameter, the base's momentum or Adam
+moments) and ``param_groups``. The family's own scalars (the current alpha, the step and
+pass counters, the skipped-step count) ride in every packed param group under ``xsam_*``
+keys, since torch.distributed.checkpoint keeps a group's extra keys but drops top-level ones.
+They are taken out again before the base optimizer loads its part, so they never reach the
+live param groups. Checkpoints in the earlier layout (``{"base": ..., "alpha": ...}``) load.
+"""
+
+from typing import Any
+
+SCALARS = ("alpha", "step_count", "forward_passes", "backward_passes", "skipped_steps")
+PREFIX = "xsam_"
+
+
+def pack(base_state: dict[str, Any], scalars: dict[str, Any]) -> dict[str, Any]:
+    """The base's state dict with the family's scalars added to each packed group."""
+    for group in base_state["param_groups"]:
+        for name in SCALARS:
+            value = scalars[name]
+            group[PREFIX + name] = value.clone() if hasattr(value, "clone") else value
+    return base_state
+
+
+def unpack(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the base optimizer's state dict, the family's scalars), from either layout."""
+    if "base" in state_dict:  # the layout before torch's (checkpoints written until then)
+        return state_dict["base"], {name: state_dict[name] for name in SCALARS}
+    groups = state_dict.get("param_groups") or [{}]
+    missing = [PREFIX + n for n in SCALARS if PREFIX + n not in groups[0]]
+    if missing:
+        raise ValueError(
+            f"optimizer state dict lacks {', '.join(missing)} in its param groups: it was not "
+            "written by this optimizer's state_dict() (a bare base optimizer's, or a flattened "
+            "torch.distributed.checkpoint state dict, which keeps no extra group keys)"
+        )
+    scalars = {name: groups[0][PREFIX + name] for name in SCALARS}
+    stripped = [{k: v for k, v in g.items() if not k.startswith(PREFIX)} for g in groups]
+    return {**state_dict, "param_groups": stripped}, scalars
