@@ -186,7 +186,8 @@ class XSAM(Optimizer):
             self.report, params = m_sharpness_update(self, closure)
         else:
             self.report, params = self._update(closure)
-        self._put_back(params, [p.grad for p in params])  # only the first pass's parameters
+        if len(params) < sum(len(g["params"]) for g in self.param_groups):
+            self._put_back(params, [p.grad for p in params])  # only the first pass's take part
         self._base_step(self.report.finite)
         self._after_base_step(params, self.report.finite)
         self._ledger.record(self.param_groups)  # our own update gradients, not new ones
