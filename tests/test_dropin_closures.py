@@ -202,3 +202,20 @@ def test_a_step_without_closure_is_refused_unless_every_lr_is_zero():
     assert opt.step_count == 0 and len(opt.state) == len(list(model.parameters()))
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+def test_a_parameter_without_gradient_on_the_first_pass_takes_no_part():
+    """Its gradient from a later pass is dropped: the base optimizer does not step it."""
+    a, b = nn.Parameter(torch.ones(3, dtype=F64)), nn.Parameter(torch.ones(2, dtype=F64))
+    opt = XSAM([a, b], base=partial(torch.optim.SGD, lr=0.1), rho=0.1)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        loss = a.square().sum() + (b.square().sum() if len(calls) > 1 else 0)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert b.grad is None and torch.equal(b.detach(), torch.ones(2, dtype=F64))
+    assert not torch.equal(a.detach(), torch.ones(3, dtype=F64))

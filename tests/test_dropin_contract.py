@@ -176,3 +176,14 @@ def test_a_bare_base_state_dict_is_refused_naming_what_is_missing():
     opt = XSAM(model.parameters(), base=SGD)
     with pytest.raises(ValueError, match="lacks xsam_alpha"):
         opt.load_state_dict(SGD(model.parameters()).state_dict())
+
+
+def test_state_dict_keeps_the_top_level_scalars_checkpoint_readers_use():
+    """train.py reads ``step_count`` from a checkpoint's optimizer entry; the scalars stay at
+    the top level, next to torch's ``state`` and ``param_groups``."""
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, search_every=2, alpha_delta=0.5)
+    train(model, opt, batches(3))
+    saved = opt.state_dict()
+    assert saved["step_count"] == 3 and torch.equal(saved["alpha"], opt.alpha.cpu())
+    assert set(saved) >= {"state", "param_groups", "forward_passes", "skipped_steps"}

@@ -3,10 +3,12 @@ optimizers (``torch.distributed.checkpoint.state_dict``, Lightning, accelerate) 
 
 The layout is the base optimizer's: ``state`` (per parameter, the base's momentum or Adam
 moments) and ``param_groups``. The family's own scalars (the current alpha, the step and
-pass counters, the skipped-step count) ride in every packed param group under ``xsam_*``
-keys, since torch.distributed.checkpoint keeps a group's extra keys but drops top-level ones.
-They are taken out again before the base optimizer loads its part, so they never reach the
-live param groups. Checkpoints in the earlier layout (``{"base": ..., "alpha": ...}``) load.
+pass counters, the skipped-step count) sit at the top level under their names, as before
+(train.py reads ``step_count`` from a checkpoint), and again in every packed param group
+under ``xsam_*`` keys, since torch.distributed.checkpoint keeps a group's extra keys but
+drops top-level ones. They are taken out before the base optimizer loads its part, so they
+never reach the live param groups. Checkpoints in the earlier layout
+(``{"base": ..., "alpha": ...}``) load.
 """
 
 from typing import Any
@@ -16,12 +18,13 @@ PREFIX = "xsam_"
 
 
 def pack(base_state: dict[str, Any], scalars: dict[str, Any]) -> dict[str, Any]:
-    """The base's state dict with the family's scalars added to each packed group."""
+    """The base's state dict with the family's scalars added at the top level and to each
+    packed group."""
     for group in base_state["param_groups"]:
         for name in SCALARS:
             value = scalars[name]
             group[PREFIX + name] = value.clone() if hasattr(value, "clone") else value
-    return base_state
+    return {**base_state, **scalars}
 
 
 def unpack(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -29,13 +32,15 @@ def unpack(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     if "base" in state_dict:  # the layout before torch's (checkpoints written until then)
         return state_dict["base"], {name: state_dict[name] for name in SCALARS}
     groups = state_dict.get("param_groups") or [{}]
+    stripped = [{k: v for k, v in g.items() if not k.startswith(PREFIX)} for g in groups]
+    base_state = {"state": state_dict.get("state", {}), "param_groups": stripped}
+    if all(name in state_dict for name in SCALARS):  # torch.save / torch.load
+        return base_state, {name: state_dict[name] for name in SCALARS}
     missing = [PREFIX + n for n in SCALARS if PREFIX + n not in groups[0]]
-    if missing:
+    if missing:  # neither place: not ours
         raise ValueError(
             f"optimizer state dict lacks {', '.join(missing)} in its param groups: it was not "
             "written by this optimizer's state_dict() (a bare base optimizer's, or a flattened "
             "torch.distributed.checkpoint state dict, which keeps no extra group keys)"
         )
-    scalars = {name: groups[0][PREFIX + name] for name in SCALARS}
-    stripped = [{k: v for k, v in g.items() if not k.startswith(PREFIX)} for g in groups]
-    return {**state_dict, "param_groups": stripped}, scalars
+    return base_state, {name: groups[0][PREFIX + name] for name in SCALARS}  # through DCP

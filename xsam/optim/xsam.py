@@ -76,7 +76,15 @@ class XSAM(Optimizer):
     ``functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9, weight_decay=1e-3)``.
     ``self.param_groups`` *is* the base's, so LR schedulers attach to this object.
     ``step(closure)`` calls ``closure()`` for each gradient pass (gradients are set to None
-    before it) and ``closure(backward=False)`` under ``no_grad`` for alpha-search passes.
+    before it) and, if it takes a ``backward`` argument, ``closure(backward=False)`` under
+    ``no_grad`` for alpha-search passes; torch's zero-argument closure works too, at a cost
+    (:mod:`xsam.optim.passes`). The parameters with a gradient on the first pass take part
+    in the step; the others keep no gradient. ``model`` (the ``nn.Module`` the closure
+    runs) makes the optimizer run every pass after a step's first inside
+    :func:`~xsam.optim.closure.frozen_bn_stats`, which a closure it did not build (torch's,
+    a framework's) does not do itself. ``grad_scaler`` (a ``torch.amp.GradScaler``) is fp16
+    training: see :mod:`xsam.optim.amp`. ``defaults``, ``state`` and ``param_groups`` are
+    the base optimizer's; ``state_dict`` is in torch's layout (:mod:`xsam.optim.state`).
     A step whose loss or gradients are not finite is skipped: the weights are copied back to
     w0 and the base optimizer does not step (``report.finite`` is False).
 
@@ -124,7 +132,7 @@ class XSAM(Optimizer):
         if model is not None and not isinstance(model, nn.Module):
             raise ValueError(f"model must be an nn.Module (for its BatchNorm), got {model!r}")
         self.model = model
-        self.unscaler = None if grad_scaler is None else PassUnscaler(grad_scaler, self)
+        self.grad_scaler = grad_scaler
         self.rho, self.steps, self.eps = float(rho), int(steps), float(eps)
         self.adaptive, self.eta = bool(adaptive), float(eta)
         self.search_every, self.rho_max = search_every, float(rho_max)
@@ -141,6 +149,16 @@ class XSAM(Optimizer):
         self._names = parameter_namer(self.param_groups, model)
 
     supports_m_sharpness = True  # (accumulate.py) GSAM and WSAM say no
+
+    @property
+    def grad_scaler(self) -> GradScaler | None:
+        """The fp16 loss scaler whose scale the closure's backward uses (:mod:`.amp`); may be
+        set after construction, e.g. by a framework that owns the scaler."""
+        return None if self.unscaler is None else self.unscaler.scaler
+
+    @grad_scaler.setter
+    def grad_scaler(self, scaler: GradScaler | None) -> None:
+        self.unscaler = None if scaler is None else PassUnscaler(scaler, self)
 
     def step_and_report(self, closure: Closure | None, *, angle: bool = False) -> StepReport:
         """``step`` (through torch's step hooks and schedulers' bookkeeping), returning the
@@ -168,6 +186,8 @@ class XSAM(Optimizer):
             self.report, params = m_sharpness_update(self, closure)
         else:
             self.report, params = self._update(closure)
+        if len(params) < sum(len(g["params"]) for g in self.param_groups):
+            self._put_back(params, [p.grad for p in params])  # only the first pass's take part
         self._base_step(self.report.finite)
         self._after_base_step(params, self.report.finite)
         self._ledger.record(self.param_groups)  # our own update gradients, not new ones
