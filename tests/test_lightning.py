@@ -180,10 +180,9 @@ def test_checkpointed_run_with_a_step_schedule_resumes_exactly(tmp_path):
 
 
 class Fp16(Automatic):
-    def configure_optimizers(self):
-        scaler = self.trainer.precision_plugin.scaler
+    def configure_optimizers(self):  # no scaler here: the plugin gives the optimizer its own
         base = partial(torch.optim.SGD, lr=0.1, momentum=0.9)
-        return XSAM(self.parameters(), base, model=self, grad_scaler=scaler, **self.settings)
+        return XSAM(self.parameters(), base, model=self, **self.settings)
 
 
 INIT_SCALE = 2.0**19  # the scaled fp16 gradients overflow until the scaler has backed off
@@ -226,9 +225,10 @@ def test_fp16_with_the_plugin_is_the_plain_gradscaler_loop(tmp_path, method):
     assert scaler.get_scale() == plain_scaler.get_scale() == INIT_SCALE * 0.5**skipped
 
 
-def test_the_plugin_names_a_missing_grad_scaler(tmp_path):
-    module = Automatic(METHODS["sam"])  # its optimizer has no grad_scaler
+def test_the_plugin_refuses_gradient_clipping(tmp_path):
+    module = Fp16(METHODS["sam"])
     module.net = module.net.float()
     plugin = SharpnessAwareMixedPrecision("16-mixed", device="cpu")
-    with pytest.raises(Exception, match="grad_scaler=self.trainer.precision_plugin.scaler"):
-        trainer(tmp_path, plugins=[plugin]).fit(module, loader())
+    data = DataLoader(TensorDataset(torch.randn(32, 6), torch.randint(0, 3, (32,))), batch_size=16)
+    with pytest.raises(Exception, match="gradient_clip_val would clip scaled gradients"):
+        trainer(tmp_path, plugins=[plugin], gradient_clip_val=1.0).fit(module, data)

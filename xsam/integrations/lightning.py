@@ -22,16 +22,18 @@ other passes invisible to the rest of Lightning:
 
 Lightning's ``on_before_optimizer_step`` hooks (and gradient clipping, if configured) run after
 every pass, since Lightning wraps each call of the closure. ``accumulate_grad_batches`` > 1 is
-refused by the optimizer's pre-existing-gradient check: accumulate inside the step instead
-(docs/INTEGRATIONS.md). fp16: :class:`SharpnessAwareMixedPrecision`.
+met by the optimizer's pre-existing-gradient warning (those gradients are discarded):
+accumulate inside the step with ``MicroBatchClosure`` instead (docs/INTEGRATIONS.md). fp16:
+:class:`SharpnessAwareMixedPrecision`.
 """
 
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+from xsam.optim import XSAM
 
 
 class SharpnessAware:
@@ -90,25 +92,26 @@ class SharpnessAwareMixedPrecision(MixedPrecision):
 
     Lightning's own plugin runs the closure once and then calls ``scaler.step(optimizer)``,
     which leaves no room for the method's other passes (and ``GradScaler.step`` refuses
-    closures). This one hands the closure to the optimizer, which runs every pass under the
-    one scale and unscales each (``XSAM(..., grad_scaler=...)``, xsam.optim.amp), then calls
-    ``scaler.update()``: an overflow in any pass skips the step and lowers the scale.
+    closures). This one gives its scaler to the optimizer (``opt.grad_scaler``), which runs
+    every pass under the one scale and unscales each (xsam.optim.amp), hands it the closure,
+    then calls ``scaler.update()``: an overflow in any pass skips the step and lowers the scale.
 
-        precision = SharpnessAwareMixedPrecision("16-mixed", device="cuda")
-        trainer = L.Trainer(plugins=[precision])
-        # in configure_optimizers:
-        XSAM(self.parameters(), base, model=self, grad_scaler=self.trainer.precision_plugin.scaler)
+        trainer = L.Trainer(plugins=[SharpnessAwareMixedPrecision("16-mixed", device="cuda")])
+
+    The closure goes to the optimizer as Lightning built it, without Lightning's per-pass
+    ``on_before_optimizer_step`` hook and gradient clipping: both would see gradients that are
+    still scaled, so gradient clipping is refused. Other optimizers get Lightning's own step.
     """
 
     def optimizer_step(self, optimizer: Any, model: Any, closure: Callable, **kwargs: Any) -> Any:
-        if self.scaler is None:  # bf16-mixed: no scaler, Lightning's own step
+        if self.scaler is None or not isinstance(optimizer, XSAM):
             return super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
-        if getattr(getattr(optimizer, "unscaler", None), "scaler", None) is not self.scaler:
+        if getattr(model.trainer, "gradient_clip_val", None):
             raise MisconfigurationException(
-                "SharpnessAwareMixedPrecision: build the optimizer with "
-                "grad_scaler=self.trainer.precision_plugin.scaler, so that it unscales each "
-                "pass with the plugin's scaler"
+                "SharpnessAwareMixedPrecision: gradient_clip_val would clip scaled gradients; "
+                "the SAM family's steps are not clipped"
             )
-        loss = optimizer.step(closure=partial(self._wrap_closure, model, optimizer, closure))
+        optimizer.grad_scaler = self.scaler
+        loss = optimizer.step(closure, **kwargs)
         self.scaler.update()
         return loss
