@@ -11,7 +11,8 @@ BLOCKS = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
 
 def test_the_page_has_its_examples():
     assert len(BLOCKS) >= 11  # setup, plain loop, contract, fp16, accumulation, timm, ...
-    assert sum("lightning" in b for b in BLOCKS) == 3 and sum("accelerate" in b for b in BLOCKS) == 1
+    assert sum("lightning" in b for b in BLOCKS) == 3  # automatic, manual, 16-mixed
+    assert sum("accelerate" in b for b in BLOCKS) == 1
 
 
 @pytest.fixture
