@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from xsam.callbacks import record_failure
 from xsam.config_checks import ConfigError, check_config, search_interval
-from xsam.run_identity import identity_items
+from xsam.paths import REPO
+from xsam.run_identity import semantic_config
 
 
 def import_training_stack() -> None:
@@ -60,9 +61,7 @@ def import_training_stack() -> None:
 
 
 log = logging.getLogger("train")
-REPO = Path(__file__).resolve().parent
-# settings that change where or how a run is shown, not what it computes
-GROUPS = ("dataset", "model", "optimizer", "schedule")
+GROUPS = ("dataset", "model", "optimizer", "schedule")  # the run directory's name gives them
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError,)  # and more once the stack is imported
 
 
@@ -170,29 +169,6 @@ def build_splits(cfg: DictConfig):
         if type(err.__cause__) is ValueError:
             raise ConfigError(str(err.__cause__)) from err
         raise
-
-
-def semantic_config(cfg: DictConfig) -> dict:
-    """The resolved config minus the settings that do not change what a run computes."""
-    cfg = cfg.copy()
-    OmegaConf.set_struct(cfg, False)
-    cfg.data_root = "<data_root>"  # the same run on another cluster's storage is the same run
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    semantic = identity_items(resolved)
-    if semantic.get("time_budget_s") is None:  # unset, it leaves earlier runs' hashes alone
-        semantic.pop("time_budget_s", None)
-    semantic["data_path"] = "device" if cfg.loader.device_resident else "torchvision"
-    # settings that compute nothing here are left out, so that runs made before they existed
-    # keep their hash: full epochs, and ASAM's scope on a non-adaptive optimizer
-    if semantic.get("train", {}).get("limit_batches") is None:
-        semantic.pop("train", None)
-    if not semantic["optimizer"].get("adaptive"):
-        semantic["optimizer"].pop("adaptive_scope", None)
-    if not semantic["diagnostics"].get("sphere_every"):  # the probe is off
-        semantic["diagnostics"].pop("sphere_every", None)
-    if not semantic["dataset"].get("splits", {}).get("label_noise", 1):  # clean labels
-        semantic["dataset"]["splits"].pop("label_noise", None)
-    return semantic
 
 
 def pick_device(name: str, ranks: DistEnv | None = None) -> torch.device:

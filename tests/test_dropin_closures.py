@@ -179,6 +179,27 @@ def test_gradients_present_before_the_step_warn_once_naming_the_fix():
     assert opt._ledger.warned
 
 
+def test_the_warning_points_at_the_callers_line():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, model=model)
+    x, y = batches(1)[0]
+    nn.functional.cross_entropy(model(x), y).backward()
+    with pytest.warns(UserWarning, match="MicroBatchClosure") as caught:
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+    assert caught[0].filename == __file__
+
+
+def test_zeroing_in_place_between_steps_is_not_taken_for_accumulation():
+    """opt.zero_grad(set_to_none=False) writes zeros into the step's own gradients."""
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD, model=model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in batches(3):
+            opt.zero_grad(set_to_none=False)
+            opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+
+
 @pytest.mark.parametrize("name", ["sam", "xsam_dynamic", "wsam", "sgd"])
 def test_an_ordinary_loop_never_warns(name):
     """The update gradients a step leaves in .grad are its own, not pending ones."""

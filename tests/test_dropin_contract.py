@@ -4,6 +4,7 @@ earlier one."""
 
 import copy
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from xsam.optim import GSAM, WSAM, XSAM, BatchClosure
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # one process
 
@@ -187,3 +190,51 @@ def test_state_dict_keeps_the_top_level_scalars_checkpoint_readers_use():
     saved = opt.state_dict()
     assert saved["step_count"] == 3 and torch.equal(saved["alpha"], opt.alpha.cpu())
     assert set(saved) >= {"state", "param_groups", "forward_passes", "skipped_steps"}
+
+
+def test_a_checkpoint_written_by_the_earlier_code_resumes_exactly():
+    """tests/golden/xsam_optimizer_6597aa2.pt was written by the code at commit 6597aa2 (the
+    optimizer's earlier ``{"base": ..., "alpha": ...}`` layout): dynamic XSAM over momentum SGD
+    with BatchNorm, 3 steps saved, then the weights after 2 more steps of that code. Loaded
+    here, the same 2 steps reach those weights bit for bit."""
+    saved = torch.load(GOLDEN / "xsam_optimizer_6597aa2.pt", weights_only=True)
+    assert "base" in saved["optimizer"]  # the earlier layout
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as when the file was written: the same summation order
+    try:
+        resume_earlier_checkpoint(saved)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def resume_earlier_checkpoint(saved: dict) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).double()
+    base = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    settings = dict(rho=0.2, search_every=2, rho_max=0.4, alpha_max=1.0, alpha_delta=0.25)
+    opt = XSAM(model.parameters(), base, **settings)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    g = torch.Generator().manual_seed(1)
+    data = [
+        (
+            torch.randn(16, 6, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (16,), generator=g),
+        )
+        for _ in range(5)
+    ]
+    for x, y in data[3:]:
+        opt.step(BatchClosure(model, nn.functional.cross_entropy, x, y))
+    assert opt.step_count == 5
+    for key, value in saved["model_after_5"].items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_the_two_copies_of_the_scalars_must_agree():
+    model = bn_net()
+    opt = XSAM(model.parameters(), base=SGD)
+    train(model, opt, batches(2))
+    saved = opt.state_dict()
+    saved["step_count"] += 1  # edited in one place only
+    with pytest.raises(ValueError, match="step_count is 3 at the top level but 2"):
+        XSAM(bn_net().parameters(), base=SGD).load_state_dict(saved)

@@ -11,7 +11,7 @@ Regenerate the golden files after an intended change of the output, and review t
 Write the fixture runs somewhere to try the scripts by hand (``runs/`` is git-ignored):
 
     python tests/test_tables.py /tmp/fixture      # /tmp/fixture/{experiments,runs}/
-    XSAM_BASE=/tmp/fixture python scripts/aggregate.py experiments/fixture.yaml --out out
+    XSAM_BASE=<a folder> python scripts/aggregate.py experiments/fixture.yaml --out out
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from xsam.budget import Budget, parse_budget
-from xsam.paths import resolve
+from xsam.paths import REPO, resolve
 from xsam.run_identity import STUDY
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+EXPERIMENTS_DIR = REPO / "experiments"
 _SCALAR = (str, int, float, bool)
 # a union keeps 2 an int and 2.0 a float, as YAML wrote them (Hydra overrides tell them apart)
 Scalar = bool | int | float | str | None

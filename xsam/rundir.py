@@ -248,7 +248,7 @@ class RunDir:
         if differ:
             raise DamagedRunDir(
                 f"{path} was made by another config ({', '.join(differ[:8])} differ): "
-                "move the run directory away, or use another experiment="
+                "move the run directory away, or use another study="
             )
 
 

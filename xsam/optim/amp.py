@@ -11,7 +11,9 @@ Unscaling syncs nothing with the host.
 
 An overflow leaves inf or NaN in that pass's gradients, so its global norm is not finite and
 the step is skipped as every non-finite step is: the weights are copied back to w0 and the
-base optimizer does not step. Search passes run no backward and are not scaled.
+base optimizer does not step. Alpha-search passes of a ``closure(backward=...)`` closure run
+no backward and are not scaled; a zero-argument closure's search passes back-propagate
+(scaled, as its code says) into gradients the search sets aside and never reads.
 
     scaler = torch.amp.GradScaler("cuda")
     opt = XSAM(model.parameters(), base, model=model, grad_scaler=scaler)

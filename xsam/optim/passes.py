@@ -14,6 +14,8 @@ Two closure forms drive every method:
 """
 
 import inspect
+import os
+import sys
 import warnings
 import weakref
 from collections.abc import Callable
@@ -109,6 +111,16 @@ class GradientLedger:
                     "inside the step instead: xsam.optim.MicroBatchClosure over the "
                     "micro-batches (and accumulate_grad_batches=1 in a framework). Warned once.",
                     UserWarning,
-                    stacklevel=4,
+                    stacklevel=_callers_level(),
                 )
                 return
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside torch and this package, seen from the
+    function that calls this one: the user's line that called ``step``."""
+    inside = (f"{os.sep}torch{os.sep}", f"{os.sep}xsam{os.sep}optim{os.sep}")
+    frame, level = sys._getframe(1), 1
+    while frame is not None and any(part in frame.f_code.co_filename for part in inside):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -1,7 +1,9 @@
 """What one step of the SAM family saw: the typed record ``opt.step_and_report`` returns.
 
-Every value is a tensor on the parameters' device (0-d unless said otherwise), so building
-the report costs no host synchronisation; a loop reads the values it logs, when it logs them.
+Every value is a tensor (0-d unless said otherwise), on the parameters' device except
+``alpha`` before the step's first plane and ``rho`` (host tensors: the configured values), so
+building the report costs no host synchronisation; a loop reads the values it logs, when it
+logs them.
 """
 
 from dataclasses import dataclass, fields

@@ -35,7 +35,9 @@ def unpack(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     stripped = [{k: v for k, v in g.items() if not k.startswith(PREFIX)} for g in groups]
     base_state = {"state": state_dict.get("state", {}), "param_groups": stripped}
     if all(name in state_dict for name in SCALARS):  # torch.save / torch.load
-        return base_state, {name: state_dict[name] for name in SCALARS}
+        scalars = {name: state_dict[name] for name in SCALARS}
+        _check_copies_agree(scalars, groups[0])
+        return base_state, scalars
     missing = [PREFIX + n for n in SCALARS if PREFIX + n not in groups[0]]
     if missing:  # neither place: not ours
         raise ValueError(
@@ -44,3 +46,18 @@ def unpack(state_dict: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
             "torch.distributed.checkpoint state dict, which keeps no extra group keys)"
         )
     return base_state, {name: groups[0][PREFIX + name] for name in SCALARS}  # through DCP
+
+
+def _check_copies_agree(top: dict[str, Any], group: dict[str, Any]) -> None:
+    """The two copies of each scalar must say the same: a state dict edited in one place
+    only would otherwise resume from whichever copy the loader happened to read."""
+    for name in SCALARS:
+        if PREFIX + name not in group:
+            continue
+        a, b = top[name], group[PREFIX + name]
+        same = bool((a == b).all()) if hasattr(a, "all") else a == b
+        if not same:
+            raise ValueError(
+                f"optimizer state dict: {name} is {a} at the top level but {b} in its param "
+                "groups; the two copies must agree"
+            )

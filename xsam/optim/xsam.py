@@ -160,6 +160,12 @@ class XSAM(Optimizer):
     def grad_scaler(self, scaler: GradScaler | None) -> None:
         self.unscaler = None if scaler is None else PassUnscaler(scaler, self)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad``; gradients zeroed in place are nobody's work, so the next
+        step does not take them for accumulated ones (see ``GradientLedger``)."""
+        super().zero_grad(set_to_none=set_to_none)
+        self._ledger.record(self.param_groups)
+
     def step_and_report(self, closure: Closure | None, *, angle: bool = False) -> StepReport:
         """``step`` (through torch's step hooks and schedulers' bookkeeping), returning the
         step's report; ``angle``: form the plane for the angle even where the update does not
