@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # train.py is a file at the root, not part of the package
 
 import train  # noqa: E402
+from xsam.rundir import RunDir  # noqa: E402
 
 METHODS = ("sgd", "sam", "xsam")
 PRECISIONS = ("fp32", "bf16")
@@ -89,7 +90,7 @@ def one_run(args, root: Path, method: str, precision: str) -> dict:
     summary = train.run(cfg, choices)
     wall = time.perf_counter() - started
     (run_dir,) = (root / "runs" / "gpu_check").glob(f"*-{method}-*")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = RunDir(run_dir).read_metrics()
     shutil.rmtree(run_dir, ignore_errors=True)  # checkpoints: 2 copies of the model per run
     timed = records[1:] or records  # epoch 1 is the warm-up, unless it is the only one
     steps = timed[-1]["step"] - (records[0]["step"] if len(records) > 1 else 0)

@@ -58,6 +58,7 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
         result[method] = train(method, model, shard, net=DDP(model))
     if rank == 0:
         torch.save(result, out)
+    dist.barrier()  # both ranks done before teardown (gloo may abort a rank torn down early)
     dist.destroy_process_group()
 
 

@@ -63,6 +63,7 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
             },
             out,
         )
+    dist.barrier()  # both ranks done before teardown (gloo may abort a rank torn down early)
     dist.destroy_process_group()
 
 

@@ -73,3 +73,13 @@ def test_timm_adamw_and_timm_scheduler():
         lrs.append(opt.param_groups[0]["lr"])
         assert bool(opt.report.finite)
     assert lrs == sorted(lrs, reverse=True) and lrs[0] < 1e-2
+
+
+def test_asams_weight_scope_through_the_factory_takes_the_models_names():
+    """adaptive_scope="weight" leaves T = 1 on the tensors not named *weight*: the biases."""
+    model = bn_net()
+    settings = dict(rho=0.5, adaptive=True, adaptive_scope="weight")
+    opt = create_optimizer_v2(model, "sgd", lr=0.1, sam_kwargs=settings)
+    biases = {p for n, p in model.named_parameters() if "weight" not in n}
+    assert opt.unscaled == biases and len(biases) == 3
+    opt.step(BatchClosure(model, nn.functional.cross_entropy, *batches(1)[0]))

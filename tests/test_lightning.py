@@ -14,10 +14,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from xsam.integrations.lightning import SharpnessAware, SharpnessAwareMixedPrecision
-from xsam.optim import GSAM, XSAM, BatchClosure
+from xsam.optim import GSAM, WSAM, XSAM, BatchClosure
 
 METHODS = {
+    "sgd": dict(rho=0.0, steps=0),
     "sam": dict(rho=0.1),
+    "sgd_plus": dict(rho=0.1, alpha=0.0),
+    "xsam_static": dict(rho=0.1, alpha=0.5),
     "msam_k2": dict(rho=0.1, steps=2),
     "xsam_dynamic": dict(rho=0.2, search_every=2, rho_max=0.4, alpha_max=1.0, alpha_delta=0.25),
     "asam": dict(rho=0.5, adaptive=True),
@@ -41,6 +44,8 @@ def network() -> nn.Module:
 def build_optimizer(module: nn.Module, settings: dict):
     if settings.get("method") == "gsam":
         return GSAM(module.parameters(), partial(torch.optim.SGD, lr=0.1), model=module)
+    if settings.get("method") == "wsam":
+        return WSAM(module.parameters(), partial(torch.optim.SGD, lr=0.1), model=module)
     base = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
     return XSAM(module.named_parameters(), base, model=module, **settings)
 
@@ -146,12 +151,14 @@ def test_lightning_step_is_the_plain_loops_step(tmp_path, method, mode):
     assert module.outputs == losses
     assert logged_losses(tmp_path) == pytest.approx(losses, rel=1e-6)  # (the CSV rounds)
     assert int(module.net[1].num_batches_tracked) == BATCHES  # once per step
+    assert module.trainer.optimizers[0].step_count == BATCHES
 
 
-def test_gsam_under_lightning(tmp_path):
-    module = Automatic({"method": "gsam"})
+@pytest.mark.parametrize("method", ["gsam", "wsam"])
+def test_the_baselines_under_lightning(tmp_path, method):
+    module = Automatic({"method": method})
     trainer(tmp_path).fit(module, loader())
-    reference, losses = plain_loop({"method": "gsam"})
+    reference, losses = plain_loop({"method": method})
     assert_same_state(module.net, reference)
     assert module.outputs == losses
 

@@ -6,7 +6,6 @@ machine without network never waits on a server. With ``run_id`` (the run direct
 offline, they land in a separate offline directory with the same id, merged by ``wandb sync``.
 """
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -47,11 +46,13 @@ def log_to_wandb(
 def wandb_target(run_dir: str | Path, logger: Mapping[str, object] | None) -> dict:
     """``project``, ``entity``, ``group`` from a run's ``logger`` settings and ``run_id`` from
     its ``meta.json``: the keyword arguments that point :func:`log_to_wandb` at that run."""
+    from xsam.rundir import RunDir
+
     logger = logger or {}
-    meta = Path(run_dir) / "meta.json"
+    meta = RunDir(Path(run_dir)).read_json_if_any("meta.json") or {}
     return {
         "project": logger.get("project") or "xsam",
         "entity": logger.get("entity"),
         "group": logger.get("group"),
-        "run_id": json.loads(meta.read_text()).get("run_id") if meta.exists() else None,
+        "run_id": meta.get("run_id"),
     }

@@ -39,6 +39,12 @@ class MicroBatchClosure:
     whole batch's mean gradient (a DDP model syncs on the last micro-batch only). BatchNorm
     as in :class:`~xsam.optim.closure.BatchClosure`: running statistics from the first call.
     ``m_sharpness=True`` makes the optimizer ascend on each micro-batch (module docstring).
+
+    Under DDP, m-sharpness's micro-batches are those of each rank, and every micro-batch's
+    backward all-reduces, as any DDP backward does: each micro-batch ascends on the gradient
+    averaged over the ranks' same-index micro-batches. The per-device m-sharpness of
+    google-research/sam (each device ascends on its own gradient alone) is not provided: it
+    needs the ascent passes outside DDP's synchronisation.
     """
 
     def __init__(

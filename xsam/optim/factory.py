@@ -41,7 +41,17 @@ def create_optimizer_v2(
     settings = dict(sam_kwargs or {})
     if isinstance(model_or_params, nn.Module):
         settings.setdefault("model", model_or_params)
+        if settings.get("adaptive_scope") == "weight":  # ASAM's scope reads the names
+            _name_groups(base.param_groups, model_or_params)
     return sam(base.param_groups, base=_Prebuilt(base), **settings)
+
+
+def _name_groups(groups: list[dict], model: nn.Module) -> None:
+    """``param_names`` in each of timm's groups, from the model, as ``named_parameters()``
+    gives them to a hand-built optimizer."""
+    names = {p: n for n, p in model.named_parameters()}
+    for group in groups:
+        group.setdefault("param_names", [names[p] for p in group["params"]])
 
 
 class _Prebuilt:
