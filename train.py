@@ -100,12 +100,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
 
     ranks = init_distributed(use_cuda=pick_device(cfg.device).type == "cuda")
     device = pick_device(cfg.device, ranks)
-    for probe in ("directions_every", "sphere_every"):
-        if cfg.diagnostics[probe] and ranks.world_size > 1:
-            raise ConfigError(
-                f"diagnostics.{probe} needs a single process: under DDP the probe would "
-                "measure rank-local gradients, not the optimizer's averaged plane"
-            )
+    refuse_probes_under_ddp(cfg, ranks)
     if ranks.is_main:  # a damaged file stops the run, unless resume= says what to do with it
         for line in run_dir.repair(cfg.resume):
             log.warning("resume=%s: set aside %s", cfg.resume, line)
@@ -129,18 +124,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
         run_dir.create(OmegaConf.to_yaml(cfg, resolve=True), meta)
     barrier()
     state = resume(run_dir, model, opt, schedule, ranks.is_main)
-    logger = WandbLogger(
-        **{**cfg.logger, "mode": cfg.logger.mode if ranks.is_main else "disabled"},
-        tags=list(choices.values()),
-        run_id=run_dir.read_meta()["run_id"],
-        name=run_dir.path.name,
-        run_dir=run_dir.path,
-        config={
-            **OmegaConf.to_container(cfg, resolve=True),
-            "choices": choices,
-            "git": meta["git"],
-        },
-    )
+    logger = open_logger(cfg, choices, run_dir, meta, ranks)
     preemption = Preemption()
     try:
         loop = Loop(cfg, net, model, opt, schedule, run_dir, logger, ranks, preemption)
@@ -158,6 +142,31 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
         preemption.close()
     logger.finish()
     return summary
+
+
+def refuse_probes_under_ddp(cfg: DictConfig, ranks: DistEnv) -> None:
+    for probe in ("directions_every", "sphere_every"):
+        if cfg.diagnostics[probe] and ranks.world_size > 1:
+            raise ConfigError(
+                f"diagnostics.{probe} needs a single process: under DDP the probe would "
+                "measure rank-local gradients, not the optimizer's averaged plane"
+            )
+
+
+def open_logger(cfg: DictConfig, choices: dict, run_dir: RunDir, meta: dict, ranks: DistEnv):
+    """The run's W&B run (disabled on every rank but the main one), resumed by its id."""
+    return WandbLogger(
+        **{**cfg.logger, "mode": cfg.logger.mode if ranks.is_main else "disabled"},
+        tags=list(choices.values()),
+        run_id=run_dir.read_meta()["run_id"],
+        name=run_dir.path.name,
+        run_dir=run_dir.path,
+        config={
+            **OmegaConf.to_container(cfg, resolve=True),
+            "choices": choices,
+            "git": meta["git"],
+        },
+    )
 
 
 def build_splits(cfg: DictConfig):
