@@ -10,7 +10,7 @@ Regenerate the golden files after an intended change of the output, and review t
 
 Write the fixture runs somewhere to try the scripts by hand (``runs/`` is git-ignored):
 
-    python tests/test_tables.py /tmp/fixture      # /tmp/fixture/{experiments,runs}/
+    python tests/test_tables.py <a folder>      # <a folder>/{experiments,runs}/
     XSAM_BASE=<a folder> python scripts/aggregate.py experiments/fixture.yaml --out out
 """
 
