@@ -1,12 +1,9 @@
 """GSAM and WSAM under DDP: 2 gloo ranks with global batch B equal 1 process with batch B."""
 
-import os
-import socket
 from functools import partial
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import spawn_ranks
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -47,10 +44,7 @@ def train(method: str, model: nn.Module, batches, net: nn.Module | None = None):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def rank_main(rank: int, world: int, out: str) -> None:
     shard = [(x[rank::world], y[rank::world]) for x, y in global_batches()]
     result = {}
     for method in METHODS:
@@ -58,19 +52,11 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
         result[method] = train(method, model, shard, net=DDP(model))
     if rank == 0:
         torch.save(result, out)
-    dist.barrier()  # both ranks done before teardown (gloo may abort a rank torn down early)
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_equal_one_process(tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(rank_main, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn")
+    spawn_ranks(rank_main, out)
     two = torch.load(out)
     for method in METHODS:
         one = train(method, mlp(), global_batches())

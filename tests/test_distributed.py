@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from functools import partial
@@ -10,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import free_port, spawn_ranks
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -47,10 +45,7 @@ def train(model: nn.Module, batches, net: nn.Module | None = None) -> tuple[XSAM
     return opt, alphas
 
 
-def rank_main(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def rank_main(rank: int, world: int, out: str) -> None:
     model = mlp()
     shard = [(x[rank::world], y[rank::world]) for x, y in global_batches()]
     opt, alphas = train(model, shard, net=DDP(model))
@@ -63,19 +58,11 @@ def rank_main(rank: int, world: int, port: int, out: str) -> None:
             },
             out,
         )
-    dist.barrier()  # both ranks done before teardown (gloo may abort a rank torn down early)
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_ranks_equal_one_process_including_alpha_search(tmp_path):
     out = tmp_path / "rank0.pt"
-    mp.start_processes(rank_main, args=(2, free_port(), str(out)), nprocs=2, start_method="spawn")
+    spawn_ranks(rank_main, out)
     two = torch.load(out)
     model = mlp()
     opt, alphas = train(model, global_batches())

@@ -5,6 +5,7 @@ import copy
 from functools import partial
 
 import pytest
+import small_nets
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -21,16 +22,8 @@ SETTINGS = {
 }
 
 
-def bn_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
-
-
-def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)) for _ in range(n)
-    ]
+bn_net = partial(small_nets.bn_net, width=16)
+batches = partial(small_nets.batches, size=32)
 
 
 def scaler(scale: float = 2.0**12) -> torch.amp.GradScaler:

@@ -6,6 +6,7 @@ import warnings
 from functools import partial
 
 import pytest
+import small_nets
 import torch
 from torch import nn
 
@@ -26,18 +27,8 @@ METHODS = {  # every configuration of the family, and the two baselines
 }
 
 
-def bn_net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    return net.to(F64)
-
-
-def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(16, 4, generator=g, dtype=F64), torch.randint(0, 3, (16,), generator=g))
-        for _ in range(n)
-    ]
+bn_net = partial(small_nets.bn_net, dtype=F64)
+batches = partial(small_nets.batches, dtype=F64)
 
 
 def standard_closure(opt, model, x, y, set_to_none: bool = True):

@@ -3,6 +3,7 @@
 from functools import partial
 
 import pytest
+import small_nets
 import torch
 from timm.optim import param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
@@ -14,18 +15,8 @@ from xsam.optim.factory import create_optimizer_v2
 F64 = torch.float64
 
 
-def bn_net() -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    return net.to(F64)
-
-
-def batches(n: int):
-    g = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(16, 4, generator=g, dtype=F64), torch.randint(0, 3, (16,), generator=g))
-        for _ in range(n)
-    ]
+bn_net = partial(small_nets.bn_net, dtype=F64)
+batches = partial(small_nets.batches, dtype=F64)
 
 
 def test_timm_builds_the_base_and_its_param_groups():

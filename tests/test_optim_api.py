@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
+from small_nets import batches, bn_net
 from torch import nn
 
 from xsam.optim import GSAM, WSAM, XSAM, BatchClosure, frozen_bn_stats
@@ -15,18 +16,6 @@ from xsam.optim import GSAM, WSAM, XSAM, BatchClosure, frozen_bn_stats
 REPO = Path(__file__).resolve().parents[1]
 
 SGD = partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=1e-3)
-
-
-def bn_net() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-
-
-def batches(n: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(1)
-    return [
-        (torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)) for _ in range(n)
-    ]
 
 
 def train(model, opt, data) -> None:
