@@ -7,8 +7,8 @@ Two closure forms drive every method:
   calls ``closure(backward=False)`` under ``no_grad``, a forward pass alone;
 * ``closure() -> loss``, torch's standard form (``opt.zero_grad(); loss = ...;
   loss.backward(); return loss``), and frameworks' wrapped closures. It cannot skip its
-  backward, so each alpha-search pass runs a forward *and* a backward (about three forward
-  passes' time instead of one, and DDP's gradient all-reduce). To keep g_k safe from the
+  backward, so each alpha-search pass runs a forward *and* a backward (and, under DDP, the
+  gradient all-reduce) instead of a forward alone. To keep g_k safe from the
   closure's ``zero_grad`` (even ``set_to_none=False``) and ``backward``, the search holds the
   g_k tensors, detaches them from the parameters for its passes and puts them back after.
 """

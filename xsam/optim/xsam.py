@@ -326,7 +326,7 @@ class XSAM(Optimizer):
     def _gradient_pass(self, closure: Closure, *, clean: bool = False) -> Tensor:
         """closure() with gradients set to None before it; ``clean``: the step's first pass,
         the only one that may update BatchNorm running statistics (with ``model=``)."""
-        self.zero_grad(set_to_none=True)
+        super().zero_grad(set_to_none=True)  # (the step records its gradients at its end)
         with torch.enable_grad(), self._frozen_bn(clean):
             loss = checked_loss(closure(), closure)
         if self.unscaler is not None:  # one scale for every pass: unscale each (amp.py)
