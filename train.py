@@ -141,6 +141,7 @@ def run(cfg: DictConfig, choices: dict[str, str]) -> dict:
     finally:
         preemption.close()
     logger.finish()
+    barrier()  # every rank done before any leaves the process group (at exit)
     return summary
 
 

@@ -7,6 +7,7 @@ run on W ranks with global batch B matches one process with batch B (up to float
 BatchNorm, only with ``sync_bn=true``, since each rank otherwise normalises its own B/W samples).
 """
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -36,7 +37,16 @@ def init_distributed(use_cuda: bool) -> DistEnv:
         if use_cuda:
             torch.cuda.set_device(env.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
+        atexit.register(leave_process_group)
     return env
+
+
+def leave_process_group() -> None:
+    """Destroy the process group before the interpreter goes: a gloo group torn down with it
+    can abort the process ("terminate called without an active exception", exit -6) after
+    the run has finished."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def sum_over_ranks(*values: torch.Tensor) -> list[torch.Tensor]:
